@@ -1,0 +1,198 @@
+"""The configuration schema and its loader.
+
+Every experiment is a ``configs/<name>.py`` whose ``get_config()`` starts from ``base_config()`` and changes
+sizes. ``load_config(path, overrides)`` loads one and applies ``--config.a.b=value`` overrides; an unknown
+field or a value of the wrong type is a ``ValueError`` before anything is built or compiled.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """All fields with their defaults (the real Wan2.2-TI2V-5B sizes; smaller configs override)."""
+    c = ml_collections.ConfigDict()
+    c.name = "base"
+    c.seed = 0
+
+    # Latent space: "wan_vae" (Wan2.2 VAE, 16x space / 4x time, 48 ch) or "patchify" (exact, parameter-free).
+    c.latent = ml_collections.ConfigDict()
+    c.latent.kind = "wan_vae"
+    c.latent.channels = 48
+    c.latent.spatial_factor = 16
+    c.latent.temporal_factor = 4
+    c.latent.vae = ml_collections.ConfigDict()
+    c.latent.vae.base_dim = 160
+    c.latent.vae.decoder_base_dim = 256
+    c.latent.vae.dim_mult = (1, 2, 4, 4)
+    c.latent.vae.num_res_blocks = 2
+    c.latent.vae.temporal_downsample = (False, True, True)
+    c.latent.vae.tile_hw = (30, 52)  # latent cells
+    c.latent.vae.tile_stride_hw = (15, 26)
+
+    # Text encoder: "umt5" (real), or "none" (zero context, for CPU configs without captions).
+    c.text = ml_collections.ConfigDict()
+    c.text.kind = "umt5"
+    c.text.max_length = 512
+    c.text.dim = 4096
+    c.text.drop_prob = 0.1
+
+    # DiT + VACE + LoRA (DESIGN.md §4).
+    c.model = ml_collections.ConfigDict()
+    c.model.dim = 3072
+    c.model.num_layers = 30
+    c.model.num_heads = 24
+    c.model.ffn_dim = 14336
+    c.model.patch_size = (1, 2, 2)
+    c.model.in_channels = 48
+    c.model.out_channels = 48
+    c.model.text_dim = 4096
+    c.model.freq_dim = 256
+    c.model.eps = 1e-6
+    c.model.rope_theta = 10000.0
+    c.model.vace_layers = tuple(range(0, 30, 2))
+    c.model.vace_in_channels = 96
+    c.model.score_source = "constant"  # "constant" (official white-video latent) or "hit_mask"
+    c.model.lora_rank = 32
+    c.model.lora_alpha = 32.0
+    c.model.scan_layers = True
+    c.model.remat_policy = "nothing_saveable"  # "none", "nothing_saveable", "dots_saveable"
+    c.model.compute_dtype = "bfloat16"
+    c.model.param_dtype = "float32"
+    c.model.attention = "xla"  # "xla", "cudnn", "splash"
+
+    # Latent spatial memory (DESIGN.md §3).
+    c.memory = ml_collections.ConfigDict()
+    c.memory.capacity = 262_144
+    c.memory.feature_dtype = "bfloat16"
+    c.memory.depth_downsample = "bilinear"  # "bilinear" (official-compatible) or "robust"
+    c.memory.voxel_size = 0.1
+    c.memory.reference_iou_threshold = 0.04
+    c.memory.max_references = 4
+    c.memory.num_preceding = 2
+
+    # Data (DESIGN.md §7).
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "procedural"  # "procedural" or a TFDS data_dir path
+    c.data.data_dir = ""
+    c.data.height = 704
+    c.data.width = 1280
+    c.data.clip_frames = 81
+    c.data.target_frames = 33
+    c.data.preceding_frames = 8
+    c.data.max_reference_candidates = 8
+    c.data.num_clips = 64
+    c.data.trajectories = ("revisit", "orbit", "pan", "forward", "loop")
+    c.data.dynamic_objects = 0
+    c.data.shuffle_seed = 0
+    c.data.prefetch = 2
+
+    # Training (DESIGN.md §5, §6).
+    c.train = ml_collections.ConfigDict()
+    c.train.stages = ("vace", "lora")
+    c.train.num_steps = 10_000
+    c.train.batch_size = 64
+    c.train.grad_accum = 1
+    c.train.lr = 1e-5
+    c.train.warmup_steps = 0
+    c.train.schedule = "constant"  # "constant" or "cosine"
+    c.train.weight_decay = 1e-2
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.clip_norm = 1.0
+    c.train.shift = 5.0
+    c.train.max_references = 4
+    c.train.max_preceding = 2
+    c.train.log_every = 10
+    c.train.eval_every = 500
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 3
+
+    # Sampling (DESIGN.md §5).
+    c.sample = ml_collections.ConfigDict()
+    c.sample.sampler = "unipc"  # "unipc" or "euler"
+    c.sample.steps = 20
+    c.sample.shift = 5.0
+    c.sample.guidance_scale = 1.0
+    c.sample.chunk_frames = 33
+
+    # Device mesh and logical-axis rules (DESIGN.md §8).
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1
+    c.mesh.fsdp = -1  # -1: all remaining devices
+    c.mesh.tensor = 1
+    c.mesh.rules = (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv", None),
+        ("length", None),
+        ("vocab", None),
+        ("points", ("data", "fsdp")),
+    )
+    return c
+
+
+def _parse_value(text: str, current):
+    """Parses an override string to the type of the field's current value."""
+    if isinstance(current, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, str):
+        return text
+    if isinstance(current, (tuple, list)):
+        value = ast.literal_eval(text) if text.strip()[:1] in "([" else tuple(v for v in text.split(",") if v)
+        return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    return ast.literal_eval(text)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Applies ``["a.b=value", ...]`` (a leading ``--config.`` or ``config.`` is accepted) in place."""
+    for item in overrides:
+        key, sep, text = item.removeprefix("--").removeprefix("config.").partition("=")
+        if not sep:
+            raise ValueError(f"config override {item!r}: expected --config.field=value")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise ValueError(f"config override {item!r}: no section {part!r} in config.{'.'.join(parents)}")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(
+                f"config override {item!r}: unknown field config.{key}; fields here: {sorted(node.keys())}"
+            )
+        try:
+            value = _parse_value(text, node[leaf])
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"config override {item!r}: cannot parse for config.{key}: {err}") from None
+        node[leaf] = value
+    return config
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Loads ``get_config()`` from a config file (``configs/tiny.py``, or a bare name like ``tiny``)."""
+    path = Path(path)
+    if not path.suffix:
+        path = Path(__file__).resolve().parent.parent / "configs" / f"{path}.py"
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"mirage_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    return apply_overrides(config, overrides)

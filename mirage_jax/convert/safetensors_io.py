@@ -1,0 +1,93 @@
+"""Torch-free, lazy safetensors reading: one tensor at a time, bf16 included.
+
+``safetensors.numpy`` cannot represent bfloat16, and loading a 5 B-parameter file whole does not fit next
+to a JAX copy in host RAM, so this reader memory-maps the file and hands out numpy views tensor by tensor.
+Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+class SafetensorsFile:
+    """A memory-mapped safetensors file: ``keys()``, ``shape(key)`` and ``[key]`` -> numpy array."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len <= 0 or header_len > 100_000_000:
+                raise ValueError(f"{self.path}: not a safetensors file (header length {header_len})")
+            header = json.loads(f.read(header_len))
+        self.metadata = header.pop("__metadata__", {}) or {}
+        self._entries = header
+        self._data_start = 8 + header_len
+        self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._entries[key]["shape"])
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        entry = self._entries[key]
+        if entry["dtype"] not in _DTYPES:
+            raise ValueError(f"{self.path}: tensor {key!r} has unsupported dtype {entry['dtype']}")
+        start, end = entry["data_offsets"]
+        raw = self._mmap[self._data_start + start : self._data_start + end]
+        return raw.view(_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+
+
+def open_checkpoint(path: str | Path) -> dict[str, SafetensorsFile]:
+    """Maps every tensor name to the file holding it, for one file or a folder of ``*.safetensors`` shards.
+
+    Raises ``ValueError`` on a name defined in two shards or on a folder without safetensors files; a
+    ``.pth``/``.bin``/``.pt`` pickle is refused with a message saying how to convert it safely.
+    """
+    path = Path(path)
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        raise ValueError(
+            f"{path}: pickled checkpoints are not loaded (unsafe); convert it to safetensors first, "
+            "e.g. with safetensors.torch.save_file(torch.load(path, weights_only=True), out)"
+        )
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path}: no *.safetensors files found")
+    index: dict[str, SafetensorsFile] = {}
+    for file in files:
+        st = SafetensorsFile(file)
+        for key in st.keys():
+            if key in index:
+                raise ValueError(f"tensor {key!r} is defined in both {index[key].path} and {file}")
+            index[key] = st
+    return index
+
+
+def iter_tensors(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields ``(name, array)`` for every tensor of a file or shard folder, one at a time."""
+    for key, st in open_checkpoint(path).items():
+        yield key, st[key]

@@ -1,0 +1,56 @@
+"""mirage_jax: a JAX/Flax implementation of Mirage, a video world model with a latent spatial memory."""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "jax>=0.10",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "tensorflow-datasets>=4.9.10",
+    "array-record>=0.8.6",
+    # tfds 4.9.10 imports it when *building* a dataset but only declares it for Python < 3.9.
+    "importlib_resources",
+    "ml-collections>=1.1.0",
+    "numpy",
+    "safetensors>=0.8.0",
+    "ml_dtypes",
+    "tqdm",
+    "pillow",
+    "imageio>=2.30",
+    "imageio-ffmpeg",
+    "matplotlib",
+    "tensorboardX",
+    "tokenizers",
+]
+
+TEST = [
+    "pytest>=8",
+    "pytest-xdist",
+    "ruff",
+    # The PyTorch parity stack: independent reference implementations for numerical tests.
+    "torch==2.13.0",
+    "diffusers>=0.42.1",
+    "transformers>=5",
+    "sentencepiece",
+]
+
+setup(
+    name="mirage_jax",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mirage_jax", "mirage_jax.*"]),
+    include_package_data=True,
+    install_requires=RUNTIME,
+    extras_require={
+        "test": TEST,
+        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+    },
+    entry_points={"console_scripts": ["mirage-jax=mirage_jax.cli:main"]},
+)
