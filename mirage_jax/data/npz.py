@@ -1,0 +1,99 @@
+"""Reading, writing and validating clips in the official ``geometry.npz`` layout (DESIGN.md §7).
+
+Keys: ``frames`` uint8 ``[N,H,W,3]``, ``depths`` float32 ``[N,H,W]`` (metric z-depth, 0 = invalid),
+``intrinsics`` float32 ``[N,3,3]`` (at the frames' resolution), ``poses_c2w`` float32 ``[N,4,4]`` (OpenCV
+camera-to-world), optional ``masks`` bool ``[N,H,W]`` (True = static) and optional ``caption`` (a 0-d string).
+Every loader path goes through :func:`validate_clip`, so a malformed file is a ``ValueError`` naming the key,
+never a wrong array handed to the model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mirage_jax import geometry
+
+REQUIRED_KEYS = ("frames", "depths", "intrinsics", "poses_c2w")
+OPTIONAL_KEYS = ("masks", "caption")
+
+
+def validate_clip(clip: dict, source: str = "clip") -> dict:
+    """Checks a clip dict's keys, dtypes, shapes and values; returns a normalised copy.
+
+    Normalised: ``frames`` uint8, ``depths``/``intrinsics``/``poses_c2w`` float32, ``masks`` bool (all True
+    when absent), ``caption`` str ("" when absent). Non-finite depth is treated as invalid and set to 0.
+    Raises ``ValueError`` naming ``source`` and the offending key.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in clip]
+    if missing:
+        raise ValueError(f"{source}: missing key(s) {missing}; expected keys {list(REQUIRED_KEYS)} (+ optional masks)")
+    frames = np.asarray(clip["frames"])
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"{source}: key 'frames' expected shape [N,H,W,3], got {list(frames.shape)}")
+    if frames.dtype != np.uint8:
+        if not np.issubdtype(frames.dtype, np.number) or frames.min() < 0 or frames.max() > 255:
+            raise ValueError(f"{source}: key 'frames' expected uint8 values in [0, 255], got dtype {frames.dtype}")
+        frames = frames.astype(np.uint8)
+    n, h, w, _ = frames.shape
+    depths = np.asarray(clip["depths"])
+    if depths.shape != (n, h, w):
+        raise ValueError(f"{source}: key 'depths' expected shape {[n, h, w]} (from frames), got {list(depths.shape)}")
+    depths = depths.astype(np.float32)
+    finite = np.isfinite(depths)
+    if (depths[finite] < 0).any():
+        raise ValueError(f"{source}: key 'depths' has negative values (min {depths[finite].min():.4g}); "
+                         "expected metric z-depth >= 0 (0 = invalid)")
+    depths = np.where(finite, depths, 0.0).astype(np.float32)
+    intrinsics = np.asarray(clip["intrinsics"])
+    if intrinsics.shape != (n, 3, 3):
+        raise ValueError(f"{source}: key 'intrinsics' expected shape {[n, 3, 3]}, got {list(intrinsics.shape)}")
+    intrinsics = geometry.validate_intrinsics(intrinsics, name=f"{source}: key 'intrinsics'")
+    poses = np.asarray(clip["poses_c2w"])
+    if poses.shape != (n, 4, 4):
+        raise ValueError(f"{source}: key 'poses_c2w' expected shape {[n, 4, 4]}, got {list(poses.shape)}")
+    poses = geometry.validate_poses(poses, name=f"{source}: key 'poses_c2w'")
+    if clip.get("masks") is not None:
+        masks = np.asarray(clip["masks"])
+        if masks.shape != (n, h, w):
+            raise ValueError(f"{source}: key 'masks' expected shape {[n, h, w]}, got {list(masks.shape)}")
+        if masks.dtype != bool and not np.isin(masks, (0, 1)).all():
+            raise ValueError(f"{source}: key 'masks' expected bool (True = static), got dtype {masks.dtype}")
+        masks = masks.astype(bool)
+    else:
+        masks = np.ones((n, h, w), bool)
+    caption = clip.get("caption", "")
+    caption = str(np.asarray(caption).item() if isinstance(caption, np.ndarray) else caption)
+    return {"frames": frames, "depths": depths, "intrinsics": intrinsics, "poses_c2w": poses,
+            "masks": masks, "caption": caption}
+
+
+def save_geometry_npz(path: str | os.PathLike, clip: dict, compress: bool = True) -> Path:
+    """Validates ``clip`` and writes it as ``geometry.npz`` (``path`` may be a file or a folder)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path / "geometry.npz"
+    clip = validate_clip(clip, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(clip)
+    arrays["caption"] = np.asarray(clip["caption"])
+    (np.savez_compressed if compress else np.savez)(path, **arrays)
+    return path
+
+
+def load_geometry_npz(path: str | os.PathLike) -> dict:
+    """Loads and validates a ``geometry.npz`` (file, or folder holding one); returns the clip dict.
+
+    Without pickles (``allow_pickle=False``). Raises ``ValueError`` naming the key for missing keys, wrong
+    shapes, non-rigid poses or negative depth.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "geometry.npz"
+    if not path.is_file():
+        raise ValueError(f"geometry npz {str(path)!r} does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        clip = {k: data[k] for k in data.files}
+    return validate_clip(clip, source=str(path))
