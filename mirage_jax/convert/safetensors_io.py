@@ -74,6 +74,8 @@ def open_checkpoint(path: str | Path) -> dict[str, SafetensorsFile]:
             f"{path}: pickled checkpoints are not loaded (unsafe); convert it to safetensors first, "
             "e.g. with safetensors.torch.save_file(torch.load(path, weights_only=True), out)"
         )
+    if not path.exists():
+        raise ValueError(f"{path}: checkpoint does not exist")
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     if not files:
         raise ValueError(f"{path}: no *.safetensors files found")
