@@ -35,6 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.latent.vae.temporal_downsample = (False, True, True)
     c.latent.vae.tile_hw = (30, 52)  # latent cells
     c.latent.vae.tile_stride_hw = (15, 26)
+    c.latent.vae.z_dim = 48  # latent channels of the VAE (mean only)
+    c.latent.vae.checkpoint = ""  # Orbax dir from `mirage-jax convert vae`; "" = random init (tests/benchmarks)
+    c.latent.vae.tiled = False  # decode/encode in overlapping spatial tiles (bounded memory for large frames)
 
     # Text encoder: "umt5" (real), or "none" (zero context, for CPU configs without captions).
     c.text = ml_collections.ConfigDict()
@@ -42,6 +45,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.text.max_length = 512
     c.text.dim = 4096
     c.text.drop_prob = 0.1
+    c.text.tokenizer_path = ""  # local tokenizer.json (tokenizers) or *.model (sentencepiece) for umT5
+    c.text.checkpoint = ""  # Orbax dir from `mirage-jax convert umt5`
+    c.text.cache_dir = ""  # optional on-disk prompt-embedding cache (one .npz per prompt hash); "" = memory only
+    c.text.umt5 = ml_collections.ConfigDict()  # umT5-XXL encoder sizes
+    c.text.umt5.vocab_size = 256384
+    c.text.umt5.num_layers = 24
+    c.text.umt5.num_heads = 64
+    c.text.umt5.head_dim = 64
+    c.text.umt5.ffn_dim = 10240
+    c.text.umt5.num_buckets = 32
+    c.text.umt5.max_distance = 128
+    c.text.umt5.eps = 1e-6
 
     # DiT + VACE + LoRA (DESIGN.md §4).
     c.model = ml_collections.ConfigDict()
