@@ -136,6 +136,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.shift = 5.0
     c.sample.guidance_scale = 1.0
     c.sample.chunk_frames = 33
+    c.sample.sigma_grid = "wan"  # "wan" (official loop: linspace(0.999, 0)) or "diffusers" (linspace(1, 1e-3))
+    c.sample.integer_timesteps = "auto"  # model sees int(1000σ): "auto" (UniPC yes, Euler no), True, False
+    c.sample.seed = 42  # noise seed of generation (one key split per chunk)
+    c.sample.fps = 16  # frame rate of the written mp4 files
+    c.sample.cache = "latent"  # scene cache for generation: "latent" memory, "rgb" point cache, "none"
+    c.sample.depth_source = "geometry"  # write-back depth: "geometry" (given / ground truth) or "head"
 
     # Device mesh and logical-axis rules (DESIGN.md §8).
     c.mesh = ml_collections.ConfigDict()
