@@ -1,0 +1,69 @@
+"""Multi-head attention kernels behind one interface, selected by name (``config.model.attention``).
+
+``attend(q, k, v, key_mask, impl)`` with q [B, T, H, d], k/v [B, S, H, d], key_mask [B, S] bool or None
+(False = padded key, never attended to) returns [B, T, H, d]. Implementations:
+
+* ``"xla"``: ``jax.nn.dot_product_attention(implementation="xla")``; runs everywhere (the CPU default).
+* ``"cudnn"``: cuDNN fused (flash) attention through ``jax.nn.dot_product_attention``; needs an NVIDIA GPU.
+* ``"splash"``: the Pallas TPU splash-attention kernel (key padding through segment ids); needs a TPU.
+
+``check_available(impl)`` raises a ``ValueError`` naming the missing platform before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+_PLATFORM = {"xla": None, "cudnn": "gpu", "splash": "tpu"}
+
+
+def check_available(impl: str) -> None:
+    """Raises ``ValueError`` if ``impl`` is unknown or needs a platform that the default backend is not."""
+    if impl not in _PLATFORM:
+        raise ValueError(f"config.model.attention={impl!r}: expected one of {sorted(_PLATFORM)}")
+    needed = _PLATFORM[impl]
+    if needed is not None and jax.default_backend() != needed:
+        raise ValueError(
+            f"config.model.attention={impl!r} needs a {needed.upper()} backend, but JAX runs on "
+            f"{jax.default_backend()!r}; use attention='xla' here"
+        )
+
+
+def _dot_product(q, k, v, key_mask, implementation):
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
+def _splash(q, k, v, key_mask):
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    batch, t, heads, d = q.shape
+    s = k.shape[1]
+    mask = sm.MultiHeadMask([sm.FullMask((t, s)) for _ in range(heads)])
+    kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1)
+    q = q * jnp.asarray(1.0 / math.sqrt(d), q.dtype)
+    qh, kh, vh = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H, N, d]
+    if key_mask is None:
+        out = jax.vmap(kernel)(qh, kh, vh)
+    else:
+        q_ids = jnp.zeros((batch, t), jnp.int32)
+        kv_ids = jnp.where(key_mask, 0, 1).astype(jnp.int32)
+        out = jax.vmap(lambda a, b, c, qi, ki: kernel(a, b, c, segment_ids=sk.SegmentIds(qi, ki)))(
+            qh, kh, vh, q_ids, kv_ids
+        )
+    return out.transpose(0, 2, 1, 3)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None, impl: str = "xla") -> jax.Array:
+    """Softmax attention with scale ``1/sqrt(d)``; see the module docstring for shapes and ``impl``."""
+    if impl == "xla":
+        return _dot_product(q, k, v, key_mask, "xla")
+    if impl == "cudnn":
+        return _dot_product(q, k, v, key_mask, "cudnn")
+    if impl == "splash":
+        return _splash(q, k, v, key_mask)
+    raise ValueError(f"attention impl {impl!r}: expected one of {sorted(_PLATFORM)}")
