@@ -1,0 +1,24 @@
+"""The latent spatial memory (DESIGN.md §3): a bounded, deterministic latent point cloud.
+
+``init`` makes an empty fixed-capacity memory, ``write`` lifts latent frames to world points with their depth
+and poses, ``read`` z-buffer-splats the memory into target cameras at latent resolution (nearest point wins,
+exact ties to the oldest point), ``select_references`` ranks history frames by voxel IoU with the target
+views. Everything is pure and ``jit``-compiled with static shapes.
+"""
+
+from mirage_jax.memory.downsample import downsample_depth
+from mirage_jax.memory.read import NEAR, read
+from mirage_jax.memory.state import LatentMemory, bytes_per_point, init, memory_bytes, num_points
+from mirage_jax.memory.write import write
+
+__all__ = [
+    "LatentMemory",
+    "NEAR",
+    "bytes_per_point",
+    "downsample_depth",
+    "init",
+    "memory_bytes",
+    "num_points",
+    "read",
+    "write",
+]

@@ -1,0 +1,87 @@
+"""The bounded-capacity policy's building blocks: voxel de-duplication, oldest-first eviction, slot placement.
+
+All are O(N) or O(N log M) passes over the N slots with static shapes (no sort of N): new points' voxels are
+sorted (M = cells of one write) and every stored point binary-searches its voxel among them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Voxel coordinates are clamped to ±VOXEL_LIMIT (at 5 cm voxels: ±5e7 m, far beyond any scene).
+VOXEL_LIMIT = 2**30
+_NO_VOXEL = jnp.iinfo(jnp.int32).max  # sentinel key of a cell that is not stored; never a clamped voxel
+
+
+def voxel_keys(points, voxel_size: float):
+    """Integer voxel coordinates ``[..., 3]`` int32 of ``points [..., 3]``: ``floor(p · (1/voxel_size))``.
+
+    Multiplying by the float32 reciprocal (rather than dividing) makes the keys reproducible bit for bit.
+    """
+    inv = jnp.float32(1.0 / voxel_size)
+    cells = jnp.floor(jnp.asarray(points, jnp.float32) * inv)
+    return jnp.clip(cells, -VOXEL_LIMIT, VOXEL_LIMIT).astype(jnp.int32)
+
+
+def _lex_less(a, b):
+    """Lexicographic ``a < b`` for triples of int32 arrays."""
+    return (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] < b[2]))))
+
+
+def voxel_member(query_keys, new_keys, new_ok):
+    """Whether each ``query_keys [N, 3]`` voxel is among the voxels of ``new_keys [M, 3]`` where ``new_ok [M]``.
+
+    Sorts the M new keys (lexicographically) and binary-searches each query: O(M log M + N log M).
+    """
+    m = new_keys.shape[0]
+    cols = [jnp.where(new_ok, new_keys[:, i], _NO_VOXEL) for i in range(3)]
+    table = jax.lax.sort(cols, num_keys=3)
+    query = [query_keys[:, i] for i in range(3)]
+    lo = jnp.zeros(query_keys.shape[0], jnp.int32)
+    hi = jnp.full(query_keys.shape[0], m, jnp.int32)
+
+    def step(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) // 2
+        probe = [col[jnp.minimum(mid, m - 1)] for col in table]
+        go_right = (lo < hi) & _lex_less(probe, query)
+        go_left = (lo < hi) & ~go_right
+        return jnp.where(go_right, mid + 1, lo), jnp.where(go_left, mid, hi)
+
+    lo, _ = jax.lax.fori_loop(0, max(1, m.bit_length()), step, (lo, hi))
+    found = [col[jnp.minimum(lo, m - 1)] for col in table]
+    return (lo < m) & (found[0] == query[0]) & (found[1] == query[1]) & (found[2] == query[2])
+
+
+def count_below(alive, write_id, threshold):
+    """Number of alive points with ``write_id < threshold``."""
+    return jnp.sum(alive & (write_id < threshold), dtype=jnp.int32)
+
+
+def oldest_threshold(alive, write_id, count, limit, total=count_below):
+    """Smallest ``t`` such that at least ``count`` alive points have ``write_id < t`` (bisection on [0, limit]).
+
+    Write ids are unique, so evicting ``alive & (write_id < t)`` removes exactly the ``count`` oldest points.
+    ``total(alive, write_id, t)`` counts them (a sharded caller passes a version that sums over shards).
+    """
+
+    def step(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        enough = total(alive, write_id, mid) >= count
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+    lo, _ = jax.lax.fori_loop(0, 32, step, (jnp.zeros((), jnp.int32), jnp.asarray(limit, jnp.int32)))
+    return lo
+
+
+def free_slot_table(free, size: int, offset=0):
+    """``[size]`` int32: the slot index of the ``offset + r``-th free slot (in slot order) for ``r < size``.
+
+    Entries with no such slot hold ``free.shape[0]`` (an out-of-range slot: writes there are dropped).
+    """
+    n = free.shape[0]
+    rank = jnp.cumsum(free, dtype=jnp.int32) - 1 + offset
+    target = jnp.where(free & (rank >= 0) & (rank < size), rank, size)
+    return jnp.full((size,), n, jnp.int32).at[target].set(jnp.arange(n, dtype=jnp.int32), mode="drop")

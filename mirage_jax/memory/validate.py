@@ -1,0 +1,83 @@
+"""Input checks for the memory API: shapes always, values only when the arrays are concrete (not tracers).
+
+Every failure is a ``ValueError`` naming the argument and what was expected, raised before any compute, so a
+bad call never stores anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mirage_jax import geometry
+
+
+def is_concrete(*arrays) -> bool:
+    """True when no argument is a JAX tracer (so its values can be inspected on the host)."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_hw(hw) -> tuple[int, int]:
+    """``hw`` must be two positive ints; returns them as a tuple (hashable, for static jit arguments)."""
+    try:
+        h, w = (int(v) for v in hw)
+        exact = all(int(v) == v and not isinstance(v, bool) for v in hw)
+    except (TypeError, ValueError):
+        raise ValueError(f"hw: expected (h, w) positive ints, got {hw!r}") from None
+    if not exact or h < 1 or w < 1:
+        raise ValueError(f"hw: expected (h, w) positive ints, got {hw!r}")
+    return h, w
+
+
+def _shape(x, name: str) -> tuple[int, ...]:
+    if not hasattr(x, "shape"):
+        x = np.asarray(x)
+    return tuple(x.shape)
+
+
+def check_cameras(intrinsics, cam2world, prefix: str = ""):
+    """``intrinsics [T, 3, 3]`` finite with positive focals, ``cam2world [T, 4, 4]`` rigid; returns float32 arrays."""
+    k_name, p_name = f"{prefix}intrinsics", f"{prefix}cam2world"
+    ks, ps = _shape(intrinsics, k_name), _shape(cam2world, p_name)
+    if len(ks) != 3 or ks[1:] != (3, 3) or ks[0] < 1:
+        raise ValueError(f"{k_name}: expected shape [T, 3, 3] with T >= 1, got {list(ks)}")
+    if len(ps) != 3 or ps[1:] != (4, 4) or ps[0] != ks[0]:
+        raise ValueError(f"{p_name}: expected shape [{ks[0]}, 4, 4] (one pose per intrinsics), got {list(ps)}")
+    if is_concrete(intrinsics, cam2world):
+        intrinsics = geometry.validate_intrinsics(intrinsics, k_name)
+        cam2world = geometry.validate_poses(cam2world, p_name)
+    return jnp.asarray(intrinsics, jnp.float32), jnp.asarray(cam2world, jnp.float32)
+
+
+def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, keep, mode: str, modes: Sequence[str]):
+    """Checks ``write``'s arguments; returns ``(latents, depths, intrinsics, cam2world, keep)`` as arrays."""
+    if mode not in modes:
+        raise ValueError(f"depth_downsample: expected one of {tuple(modes)}, got {mode!r}")
+    ls, ds = _shape(latents, "latents"), _shape(depths, "depths")
+    if len(ls) != 4 or min(ls) < 1:
+        raise ValueError(f"latents: expected shape [T, h, w, C] (non-empty), got {list(ls)}")
+    t, h, w, c = ls
+    if c != channels:
+        raise ValueError(f"latents: expected {channels} channels (the memory's), got shape {list(ls)}")
+    if len(ds) != 3 or ds[0] != t:
+        raise ValueError(f"depths: expected shape [{t}, H, W] (one depth map per latent frame), got {list(ds)}")
+    if ds[1] < h or ds[2] < w or ds[1] % h or ds[2] % w:
+        raise ValueError(
+            f"depths: H, W must be integer multiples of the latent grid ({h}, {w}), got {list(ds)}"
+        )
+    if keep is not None:
+        kshape = _shape(keep, "keep")
+        if kshape != ds:
+            raise ValueError(f"keep: expected shape {list(ds)} (like depths), got {list(kshape)}")
+        if jnp.asarray(keep).dtype != jnp.bool_:
+            dtype = jnp.asarray(keep).dtype
+            raise ValueError(f"keep: expected a bool mask (True = static, may be stored), got dtype {dtype}")
+    intrinsics, cam2world = check_cameras(intrinsics, cam2world)
+    if intrinsics.shape[0] != t:
+        raise ValueError(f"intrinsics: expected shape [{t}, 3, 3] (one per latent frame), got {list(intrinsics.shape)}")
+    if is_concrete(latents) and not bool(jnp.isfinite(jnp.asarray(latents, jnp.float32)).all()):
+        raise ValueError("latents: contains non-finite values")
+    return jnp.asarray(latents), jnp.asarray(depths, jnp.float32), intrinsics, cam2world, keep

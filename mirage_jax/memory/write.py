@@ -1,0 +1,123 @@
+"""Writing to the memory: lift latent cells to world points and insert them under the capacity policy.
+
+Capacity policy (bounded, deterministic):
+
+1. Every valid cell of the write is stored (cells of one write are never merged with each other, so a single
+   view keeps its full resolution).
+2. Refresh, not duplicate: a stored point whose de-duplication voxel (edge ``mem.voxel_size``) receives a
+   new point of this write is removed, so revisiting a surface replaces its old points with the new ones.
+3. When the new points do not fit, the oldest points (lowest ``write_id``) are evicted first; if one write
+   alone has more valid cells than the capacity, only its newest ``capacity`` cells are kept (frame order,
+   then row-major cell order).
+
+So ``num_points <= capacity`` always, and a static scene revisited forever needs about (its surface area /
+cell footprint) points, not (number of writes × cells). New points fill empty slots in slot order; slot
+order never affects ``read``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from mirage_jax import geometry
+from mirage_jax.memory import capacity
+from mirage_jax.memory.downsample import MODES, downsample_depth
+from mirage_jax.memory.state import LatentMemory
+from mirage_jax.memory.validate import check_write_inputs, is_concrete
+
+_MAX_WRITE_ID = 2**31 - 1
+
+
+def lift(latents, depths, intrinsics, cam2world, keep, mode: str):
+    """Latent cells as world points: ``(points [M, 3], features [M, C], ok [M], frame [M] (0..T-1))``.
+
+    ``M = T·h·w`` in (frame, row, column) order. ``intrinsics`` are at the depth resolution and are scaled
+    to the latent grid (fx, cx by w/W; fy, cy by h/H); cell ``(u, v)`` is back-projected from its integer
+    centre.
+    """
+    t, h, w, c = latents.shape
+    depth, ok = downsample_depth(depths, keep, (h, w), mode)
+    k_latent = geometry.scale_intrinsics(intrinsics, depths.shape[1:], (h, w))
+    points = geometry.backproject_to_world(depth, k_latent, cam2world).reshape(-1, 3)
+    ok = ok.reshape(-1) & jnp.isfinite(points).all(axis=-1)
+    frame = jnp.repeat(jnp.arange(t, dtype=jnp.int32), h * w)
+    return points, latents.reshape(-1, c), ok, frame
+
+
+def plan_insert(mem: LatentMemory, new_points, ok, total_alive=jnp.sum, count=capacity.count_below):
+    """Decides which old points survive and which new cells are taken.
+
+    Returns ``(alive [N], take [M], take_rank [M] (rank among taken cells), write_id [M], n_new [])``.
+
+    ``alive`` marks the old points that survive de-duplication and eviction. ``total_alive`` and ``count``
+    reduce over the point axis; a sharded caller passes versions that also sum over shards.
+    """
+    n = mem.capacity
+    rank = jnp.cumsum(ok, dtype=jnp.int32) - 1
+    n_new = jnp.sum(ok, dtype=jnp.int32)
+    replaced = capacity.voxel_member(
+        capacity.voxel_keys(mem.points, mem.voxel_size), capacity.voxel_keys(new_points, mem.voxel_size), ok
+    )
+    alive = mem.valid & ~replaced
+    n_take = jnp.minimum(n_new, n)
+    take = ok & (rank >= n_new - n_take)
+    excess = total_alive(alive.astype(jnp.int32)) + n_take - n
+    threshold = jax.lax.cond(
+        excess > 0,
+        lambda: capacity.oldest_threshold(alive, mem.write_id, excess, mem.next_write_id, count),
+        lambda: jnp.zeros((), jnp.int32),
+    )
+    alive = alive & (mem.write_id >= threshold)
+    return alive, take, rank - (n_new - n_take), mem.next_write_id + rank, n_new
+
+
+def _apply(mem: LatentMemory, alive, slot, points, features, write_id, frame, n_new, n_frames) -> LatentMemory:
+    """Stores the new points at ``slot [M]`` (out-of-range = dropped) and clears dead slots' bookkeeping."""
+    valid = alive.at[slot].set(True, mode="drop")
+    return LatentMemory(
+        points=mem.points.at[slot].set(points, mode="drop"),
+        features=mem.features.at[slot].set(features.astype(mem.features.dtype), mode="drop"),
+        valid=valid,
+        write_id=jnp.where(alive, mem.write_id, -1).at[slot].set(write_id, mode="drop"),
+        frame_id=jnp.where(alive, mem.frame_id, -1).at[slot].set(mem.next_frame_id + frame, mode="drop"),
+        next_write_id=mem.next_write_id + n_new,
+        next_frame_id=mem.next_frame_id + n_frames,
+        voxel_size=mem.voxel_size,
+    )
+
+
+@partial(jax.jit, static_argnames=("mode",))
+def _write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep, mode: str) -> LatentMemory:
+    points, features, ok, frame = lift(latents, depths, intrinsics, cam2world, keep, mode)
+    alive, take, take_rank, write_id, n_new = plan_insert(mem, points, ok)
+    table = capacity.free_slot_table(~alive, points.shape[0])
+    slot = jnp.where(take, table[jnp.clip(take_rank, 0, points.shape[0] - 1)], mem.capacity)
+    return _apply(mem, alive, slot, points, features, write_id, frame, n_new, latents.shape[0])
+
+
+def check_write_id_room(mem: LatentMemory, num_cells: int) -> None:
+    """Write ids are int32: refuse a write that could overflow them (after ~2^31 stored cells)."""
+    if is_concrete(mem.next_write_id) and int(mem.next_write_id) > _MAX_WRITE_ID - num_cells:
+        raise ValueError(f"mem: write ids exhausted ({int(mem.next_write_id)} cells written); start a new memory")
+
+
+def write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep=None, *, depth_downsample: str = "bilinear"):
+    """Stores the valid cells of ``T`` latent frames (policy in the module docstring); returns the new memory.
+
+    Args:
+      latents: ``[T, h, w, C]`` latent frames (C = the memory's channels); must be finite.
+      depths: ``[T, H, W]`` metric z-depth, ``H = h·sy``, ``W = w·sx`` (integer factors); 0, negative or
+        non-finite depth is invalid and never stored.
+      intrinsics: ``[T, 3, 3]`` at the depth resolution.
+      cam2world: ``[T, 4, 4]`` OpenCV camera-to-world poses.
+      keep: optional ``[T, H, W]`` bool, True = static (may be stored).
+      depth_downsample: ``"bilinear"`` (official-compatible) or ``"robust"`` (see ``downsample``).
+    """
+    latents, depths, intrinsics, cam2world, keep = check_write_inputs(
+        mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES
+    )
+    check_write_id_room(mem, latents.shape[0] * latents.shape[1] * latents.shape[2])
+    return _write(mem, latents, depths, intrinsics, cam2world, keep, depth_downsample)
