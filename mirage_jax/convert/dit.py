@@ -1,0 +1,277 @@
+"""Wan2.2 DiT (+ Mirage VACE, + LoRA) checkpoints -> ``WanDiT`` parameters and Orbax checkpoints.
+
+Accepted inputs (safetensors only, read tensor by tensor, bf16 included, no torch):
+  * the original Wan2.2 / DiffSynth DiT (``blocks.N.self_attn.q.weight``, ...; prefixes ``model.diffusion_model.``,
+    ``diffusion_model.``, ``pipe.dit.`` are stripped),
+  * diffusers ``save_pretrained`` folders of ``WanTransformer3DModel`` / ``WanVACETransformer3DModel``
+    (renamed to original names with the table of diffusers_wan.md §7),
+  * the official Mirage VACE (``vace_blocks.*``, ``vace_patch_embedding.*``) and LoRA
+    (``pipe.dit.blocks.N.{self_attn|cross_attn}.{q,k,v,o}|ffn.{0,2}.lora_{A,B}.weight``; PEFT's ``.default``
+    is accepted). LoRA scaling is ``config.model.lora_alpha / lora_rank`` (official: 32/32 = 1.0).
+
+Strictness: every tensor of the inputs must map to a model parameter (else "unexpected keys" error), shapes
+must match (error listing them), and every parameter of the base DiT must be present. The VACE group and the
+LoRA group must each be either complete or entirely absent (absent: freshly initialised with ``--seed``, e.g.
+to train VACE from scratch); partially present is a "missing keys" error.
+
+CLI: ``mirage-jax convert dit --input FILE_OR_DIR [--input ...] --config CFG --out DIR`` writes an Orbax
+checkpoint of the model state plus ``dit_settings.json``; ``load_converted(config, dir)`` reads it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mirage_jax.convert.safetensors_io import open_checkpoint
+
+_PREFIXES = ("pipe.dit.", "model.diffusion_model.", "diffusion_model.", "dit.")
+
+# diffusers name -> original name (regex, replacement), applied in order (diffusers_wan.md §7)
+_DIFFUSERS_TO_ORIGINAL = [
+    (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"^condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"^condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"^proj_out\.", "head.head."),
+    (r"^scale_shift_table$", "head.modulation"),
+    (r"^((?:vace_)?blocks\.\d+)\.scale_shift_table$", r"\1.modulation"),
+    (r"\.attn1\.to_out\.0\.", ".self_attn.o."),
+    (r"\.attn2\.to_out\.0\.", ".cross_attn.o."),
+    (r"\.attn1\.to_([qkv])\.", r".self_attn.\1."),
+    (r"\.attn2\.to_([qkv])\.", r".cross_attn.\1."),
+    (r"\.attn1\.norm_([qk])\.", r".self_attn.norm_\1."),
+    (r"\.attn2\.norm_([qk])\.", r".cross_attn.norm_\1."),
+    (r"^((?:vace_)?blocks\.\d+)\.norm2\.", r"\1.norm3."),
+    (r"\.ffn\.net\.0\.proj\.", ".ffn.0."),
+    (r"\.ffn\.net\.2\.", ".ffn.2."),
+    (r"^vace_blocks\.0\.proj_in\.", "vace_blocks.0.before_proj."),
+    (r"^(vace_blocks\.\d+)\.proj_out\.", r"\1.after_proj."),
+]
+
+# our module names -> original names
+_TOP = {
+    "patch_embedding": "patch_embedding", "text_embedding_1": "text_embedding.0",
+    "text_embedding_2": "text_embedding.2", "time_embedding_1": "time_embedding.0",
+    "time_embedding_2": "time_embedding.2", "time_projection": "time_projection.1", "head": "head.head",
+    "head_modulation": "head.modulation", "vace/patch_embedding": "vace_patch_embedding",
+    "vace/before_proj": "vace_blocks.0.before_proj",
+}
+_BLOCK = {"cross_norm": "norm3", "ffn_in": "ffn.0", "ffn_out": "ffn.2"}
+_LEAF = {"kernel": "weight", "bias": "bias", "scale": "weight", "lora_a": "lora_A.weight", "lora_b": "lora_B.weight"}
+
+
+def canonical_name(key: str) -> str:
+    """The original (Wan/DiffSynth) name of a checkpoint key in original, prefixed, PEFT or diffusers naming."""
+    for prefix in _PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    key = key.replace(".default.", ".")
+    for pattern, repl in _DIFFUSERS_TO_ORIGINAL:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def _source_names(path: tuple[str, ...], num_layers: int) -> list[str]:
+    """Original names feeding one of our parameters (one per layer for stacked parameters)."""
+    parts = [str(p) for p in path]
+    if parts[0] == "blocks" or parts[:2] == ["vace", "blocks"]:
+        stem = "blocks" if parts[0] == "blocks" else "vace_blocks"
+        rest = parts[1:] if parts[0] == "blocks" else parts[2:]
+        if rest == ["modulation"]:
+            return [f"{stem}.{i}.modulation" for i in range(num_layers)]
+        module = ".".join([_BLOCK.get(rest[0], rest[0]), *rest[1:-1]])
+        return [f"{stem}.{i}.{module}.{_LEAF[rest[-1]]}" for i in range(num_layers)]
+    if parts == ["head_modulation"]:
+        return ["head.modulation"]
+    return [f"{_TOP['/'.join(parts[:-1])]}.{_LEAF[parts[-1]]}"]
+
+
+def _to_ours(name: str, array: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray:
+    """Torch layout -> ours: Linear (out,in) -> (in,out), Conv3d (O,I,kt,kh,kw) -> (kt*kh*kw*I, O), tables
+    (1,k,D) -> (k,D), LoRA A (r,in) -> (in,r), B (out,r) -> (r,out)."""
+    a = np.asarray(array, dtype=np.float32)
+    if a.ndim == 5:
+        a = a.transpose(2, 3, 4, 1, 0).reshape(-1, a.shape[0])
+    elif a.ndim == 2 and not name.endswith("modulation"):
+        a = a.T
+    elif name.endswith("modulation"):
+        a = a.reshape(a.shape[-2:])
+    if a.shape != tuple(target_shape):
+        raise ValueError(f"shape mismatch for {name}: checkpoint {array.shape} -> {a.shape}, model {target_shape}")
+    return a
+
+
+def _group(name: str) -> str:
+    return "lora" if ".lora_" in name else "vace" if name.startswith("vace_") else "base"
+
+
+def read_sources(inputs) -> dict:
+    """{original name: (file, key)} over all input files/folders; a name given twice is an error."""
+    table: dict = {}
+    for item in inputs:
+        for key, st in open_checkpoint(item).items():
+            name = canonical_name(key)
+            if name in table:
+                raise ValueError(f"{key!r} in {st.path} maps to {name!r}, which is also in {table[name][0].path}")
+            table[name] = (st, key)
+    return table
+
+
+def load_weights(model: nnx.Module, inputs) -> dict[str, list[str]]:
+    """Loads checkpoint ``inputs`` (files/folders) into ``model`` in place (strict, see module docstring).
+
+    Returns ``{"loaded": groups, "initialised": groups}`` of the groups ("base", "vace", "lora").
+    """
+    sources = read_sources(inputs)
+    state = nnx.state(model)
+    flat = list(nnx.to_flat_state(state))
+    wanted: dict[str, list] = {}
+    plan = []
+    for path, var in flat:
+        stacked = path[0] == "blocks" or tuple(path[:2]) == ("vace", "blocks")
+        names = _source_names(tuple(path), var.shape[0] if stacked else 1)
+        plan.append((path, var, names, stacked))
+        for n in names:
+            wanted.setdefault(_group(n), []).append(n)
+    unexpected = sorted(set(sources) - {n for names in wanted.values() for n in names})
+    if unexpected:
+        raise ValueError(f"unexpected keys (not parameters of this model config): {unexpected[:50]}"
+                         f"{' ...' if len(unexpected) > 50 else ''} ({len(unexpected)} total)")
+    present = {g for g, names in wanted.items() if any(n in sources for n in names)}
+    if "base" not in present and wanted.get("base"):
+        raise ValueError("no DiT base weights in the inputs (expected e.g. 'blocks.0.self_attn.q.weight')")
+    missing = sorted(n for g in present for n in wanted[g] if n not in sources)
+    if missing:
+        raise ValueError(f"missing keys: {missing[:50]}{' ...' if len(missing) > 50 else ''} ({len(missing)} total)")
+    for _, var, names, stacked in plan:
+        if _group(names[0]) not in present:
+            continue
+        target = var.shape[1:] if stacked else var.shape
+        arrays = [_to_ours(n, sources[n][0][sources[n][1]], target) for n in names]
+        value = np.stack(arrays) if stacked else arrays[0]
+        var[...] = jax.device_put(jnp.asarray(value, var.dtype), var[...].sharding)
+    nnx.update(model, state)
+    return {"loaded": sorted(present), "initialised": sorted(set(wanted) - present)}
+
+
+def config_from_diffusers(config_json: dict):
+    """Our config (``base_config()`` with the model section from a diffusers ``config.json``), fp32 compute."""
+    from mirage_jax.config import base_config
+
+    if config_json.get("image_dim") or config_json.get("added_kv_proj_dim"):
+        raise ValueError("diffusers config: image_dim/added_kv_proj_dim (I2V-14B CLIP branch) is not supported")
+    if config_json.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads" or not config_json.get(
+            "cross_attn_norm", True):
+        raise ValueError("diffusers config: only qk_norm='rms_norm_across_heads' with cross_attn_norm=True")
+    c = base_config()
+    m = c.model
+    m.num_heads = int(config_json["num_attention_heads"])
+    m.dim = m.num_heads * int(config_json["attention_head_dim"])
+    m.num_layers = int(config_json["num_layers"])
+    m.ffn_dim = int(config_json["ffn_dim"])
+    m.patch_size = tuple(int(p) for p in config_json["patch_size"])
+    m.in_channels = int(config_json["in_channels"])
+    m.out_channels = int(config_json.get("out_channels") or config_json["in_channels"])
+    m.text_dim = int(config_json["text_dim"])
+    m.freq_dim = int(config_json["freq_dim"])
+    m.eps = float(config_json["eps"])
+    m.vace_layers = tuple(int(v) for v in config_json.get("vace_layers") or ())
+    m.vace_in_channels = int(config_json.get("vace_in_channels") or m.vace_in_channels)
+    m.lora_rank = 0
+    m.compute_dtype = "float32"
+    c.text.dim = m.text_dim
+    c.latent.channels = m.in_channels
+    return c
+
+
+def from_diffusers(folder: str | Path):
+    """A diffusers ``WanTransformer3DModel``/``WanVACETransformer3DModel`` folder -> ``(WanDiT, config)``."""
+    from mirage_jax.models import build_model
+
+    folder = Path(folder)
+    config = config_from_diffusers(json.loads((folder / "config.json").read_text()))
+    model = build_model(config)
+    load_weights(model, [folder])
+    return model, config
+
+
+def _settings_json(config) -> dict:
+    from mirage_jax.models import DiTSettings
+
+    s = dataclasses.asdict(DiTSettings.from_config(config))
+    s.pop("rules")
+    return json.loads(json.dumps(s))
+
+
+_SHAPE_FIELDS = ("dim", "num_layers", "num_heads", "ffn_dim", "patch_size", "in_channels", "out_channels",
+                 "text_dim", "freq_dim", "vace_layers", "vace_in_channels", "lora_rank", "param_dtype")
+
+
+def save_converted(model: nnx.Module, config, out: str | Path) -> Path:
+    """Writes the model state as an Orbax checkpoint ``out/state`` plus ``out/dit_settings.json``."""
+    import orbax.checkpoint as ocp
+
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(out / "state", nnx.state(model), force=True)
+    (out / "dit_settings.json").write_text(json.dumps(_settings_json(config), indent=1))
+    return out
+
+
+def load_converted(config, directory: str | Path, mesh: jax.sharding.Mesh | None = None):
+    """The ``WanDiT`` of ``config`` with the parameters of a ``save_converted`` directory (sharded on ``mesh``).
+
+    The shape-defining fields of ``config.model`` must equal those the checkpoint was written with.
+    """
+    import orbax.checkpoint as ocp
+
+    from mirage_jax.models import DiTSettings, WanDiT, state_shardings
+
+    directory = Path(directory).absolute()
+    saved = json.loads((directory / "dit_settings.json").read_text())
+    ours = _settings_json(config)
+    diff = {k: (saved.get(k), ours[k]) for k in _SHAPE_FIELDS if saved.get(k) != ours[k]}
+    if diff:
+        raise ValueError(f"{directory}: checkpoint was written for other model sizes (saved, config): {diff}")
+    settings = DiTSettings.from_config(config)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: WanDiT(settings, rngs=nnx.Rngs(0))))
+    if mesh is not None:
+        shard = state_shardings(abstract, mesh, settings.rules)
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shard)
+    with ocp.StandardCheckpointer() as ckpt:
+        state = ckpt.restore(directory / "state", abstract)
+    return nnx.merge(graphdef, state)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", action="append", required=True,
+                        help="safetensors file or folder (repeatable: base DiT, VACE, LoRA, diffusers folder)")
+    parser.add_argument("--config", required=True, help="config file (e.g. configs/wan22_ti2v_5b.py)")
+    parser.add_argument("--out", required=True, help="output directory (Orbax checkpoint)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for groups absent from the inputs (VACE/LoRA)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override, e.g. --set model.param_dtype=bfloat16 (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mirage_jax.config import load_config
+    from mirage_jax.models import build_model
+
+    config = load_config(args.config, args.set)
+    model = build_model(config, seed=args.seed)
+    groups = load_weights(model, args.input)
+    out = save_converted(model, config, args.out)
+    print(f"loaded {groups['loaded']}, freshly initialised {groups['initialised']}; wrote {out}")
+    return 0
