@@ -1,0 +1,178 @@
+"""Wan2.2 VAE checkpoints → :class:`mirage_jax.models.vae.WanVAE` → Orbax.
+
+Sources: the official ``Wan2.2_VAE.pth`` (read with ``torch.load(weights_only=True)``, only if torch is
+importable; otherwise convert it to safetensors first), a safetensors file with original or diffusers names,
+or a diffusers ``AutoencoderKLWan`` folder. Loading is strict: missing keys, unexpected keys and shape
+mismatches are all listed in one ``ValueError``.
+
+``mirage-jax convert vae --source Wan2.2_VAE.pth --out ckpt/vae`` writes ``ckpt/vae/state`` (Orbax) and
+``ckpt/vae/vae_config.json``; ``mirage_jax.models.vae.load(dir)`` reads it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from mirage_jax.convert.safetensors_io import open_checkpoint
+from mirage_jax.models.vae import WanVAE, save
+from mirage_jax.models.vae.model import VAEConfig
+
+
+def original_to_diffusers(key: str, num_res_blocks: int = 2) -> str:
+    """Renames one original (``Wan2.2_VAE.pth``) key to its diffusers ``AutoencoderKLWan`` name."""
+    key = key.removeprefix("model.")  # DiffSynth wrapper prefix
+    rules = [
+        (r"^conv1\.", "quant_conv."),
+        (r"^conv2\.", "post_quant_conv."),
+        (r"^(encoder|decoder)\.conv1\.", r"\1.conv_in."),
+        (r"^(encoder|decoder)\.head\.0\.", r"\1.norm_out."),
+        (r"^(encoder|decoder)\.head\.2\.", r"\1.conv_out."),
+        (r"\.middle\.0\.", ".mid_block.resnets.0."),
+        (r"\.middle\.2\.", ".mid_block.resnets.1."),
+        (r"\.middle\.1\.", ".mid_block.attentions.0."),
+        (rf"^encoder\.downsamples\.(\d+)\.downsamples\.{num_res_blocks}\.", r"encoder.down_blocks.\1.downsampler."),
+        (r"^encoder\.downsamples\.(\d+)\.downsamples\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2."),
+        (rf"^decoder\.upsamples\.(\d+)\.upsamples\.{num_res_blocks + 1}\.", r"decoder.up_blocks.\1.upsampler."),
+        (r"^decoder\.upsamples\.(\d+)\.upsamples\.(\d+)\.", r"decoder.up_blocks.\1.resnets.\2."),
+        (r"\.residual\.0\.", ".norm1."),
+        (r"\.residual\.2\.", ".conv1."),
+        (r"\.residual\.3\.", ".norm2."),
+        (r"\.residual\.6\.", ".conv2."),
+        (r"\.shortcut\.", ".conv_shortcut."),
+    ]
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def diffusers_to_path(key: str) -> tuple:
+    """A diffusers key → our NNX state path (``resample.1`` → ``resample``, ``weight`` → ``kernel``)."""
+    parts = key.split(".")
+    out: list = []
+    for i, part in enumerate(parts):
+        if part == "1" and i > 0 and parts[i - 1] == "resample":
+            continue
+        out.append(int(part) if part.isdigit() else ("kernel" if part == "weight" else part))
+    return tuple(out)
+
+
+def to_flax_layout(value: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray:
+    """Torch conv/linear/gamma layout → ours, decided by the target rank (5: conv3d, 4: conv2d, 2: 1×1, 1)."""
+    value = np.asarray(value, np.float32)
+    if len(target_shape) == 5:
+        return value.transpose(2, 3, 4, 1, 0)
+    if len(target_shape) == 4:
+        return value.transpose(2, 3, 1, 0)
+    if len(target_shape) == 2:
+        return value.reshape(value.shape[0], -1).T
+    return value.reshape(-1)
+
+
+def load_into(vae: WanVAE, tensors: Iterable[tuple[str, np.ndarray]], *, original_names: bool) -> WanVAE:
+    """Strictly loads ``(name, torch-layout array)`` pairs into ``vae`` (in place); returns it."""
+    state = nnx.state(vae, nnx.Param)
+    flat = {tuple(path): var for path, var in nnx.to_flat_state(state)}
+    seen, unexpected, mismatched = set(), [], []
+    for name, value in tensors:
+        key = original_to_diffusers(name, vae.cfg.num_res_blocks) if original_names else name
+        path = diffusers_to_path(key)
+        if path not in flat:
+            unexpected.append(name)
+            continue
+        target = flat[path]
+        converted = to_flax_layout(value, target.value.shape)
+        if converted.shape != target.value.shape:
+            mismatched.append(f"{name}: {tuple(np.shape(value))} -> {converted.shape}, expected {target.value.shape}")
+            continue
+        target.value = converted
+        seen.add(path)
+    missing = [".".join(map(str, p)) for p in flat if p not in seen]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            "VAE checkpoint does not match the model:\n"
+            f"  missing ({len(missing)}): {missing[:20]}\n"
+            f"  unexpected ({len(unexpected)}): {unexpected[:20]}\n"
+            f"  shape mismatches ({len(mismatched)}): {mismatched[:20]}"
+        )
+    nnx.update(vae, nnx.State.from_flat_path(flat))
+    return vae
+
+
+def _read_pth(path: Path) -> Mapping[str, np.ndarray]:
+    try:
+        import torch  # noqa: PLC0415
+    except ImportError:
+        raise ValueError(
+            f"{path}: reading a .pth needs torch (torch.load(weights_only=True)); without torch, convert it to "
+            "safetensors elsewhere and pass that file"
+        ) from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state.items()}
+
+
+def read_tensors(source: str | Path) -> tuple[dict[str, np.ndarray], bool]:
+    """All tensors of a ``.pth`` / safetensors file / diffusers folder, and whether names are original."""
+    source = Path(source)
+    if source.is_dir() and (source / "diffusion_pytorch_model.safetensors").exists():
+        source = source / "diffusion_pytorch_model.safetensors"
+    if source.suffix in (".pth", ".pt", ".ckpt"):
+        tensors = dict(_read_pth(source))
+    elif source.exists():
+        tensors = {}
+        for name, file in open_checkpoint(source).items():
+            tensors[name] = np.asarray(file[name], np.float32)
+    else:
+        raise ValueError(f"--source {str(source)!r} does not exist")
+    original = any(k.removeprefix("model.").startswith(("encoder.downsamples", "decoder.upsamples")) for k in tensors)
+    return tensors, original
+
+
+def config_from_diffusers(config: Mapping) -> VAEConfig:
+    """``VAEConfig`` from a diffusers ``AutoencoderKLWan`` ``config.json`` (2.2 layout required)."""
+    if not config.get("is_residual") or config.get("patch_size") != 2:
+        raise ValueError("AutoencoderKLWan config: only the Wan2.2 layout (is_residual=True, patch_size=2) is supported")
+    base = config.get("base_dim", 96)
+    return VAEConfig(
+        base_dim=base,
+        decoder_base_dim=config.get("decoder_base_dim") or base,
+        z_dim=config.get("z_dim", 16),
+        dim_mult=tuple(config.get("dim_mult", (1, 2, 4, 4))),
+        num_res_blocks=config.get("num_res_blocks", 2),
+        temporal_downsample=tuple(config.get("temperal_downsample", (False, True, True))),
+    )
+
+
+def from_diffusers(folder: str | Path) -> tuple[WanVAE, VAEConfig]:
+    """A diffusers ``AutoencoderKLWan`` folder → ``(WanVAE, VAEConfig)`` with ``encode``/``decode``."""
+    folder = Path(folder)
+    cfg = config_from_diffusers(json.loads((folder / "config.json").read_text()))
+    tensors, original = read_tensors(folder)
+    return load_into(WanVAE(cfg, rngs=nnx.Rngs(0)), tensors.items(), original_names=original), cfg
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="Wan2.2_VAE.pth, a .safetensors file, or a diffusers folder")
+    parser.add_argument("--out", required=True, help="output directory (Orbax state + vae_config.json)")
+    parser.add_argument("--base-dim", type=int, default=160)
+    parser.add_argument("--decoder-base-dim", type=int, default=256)
+    parser.add_argument("--z-dim", type=int, default=48)
+
+
+def run(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    if source.is_dir():
+        vae, cfg = from_diffusers(source)
+    else:
+        cfg = VAEConfig(base_dim=args.base_dim, decoder_base_dim=args.decoder_base_dim, z_dim=args.z_dim)
+        tensors, original = read_tensors(source)
+        vae = load_into(WanVAE(cfg, rngs=nnx.Rngs(0)), tensors.items(), original_names=original)
+    save(vae, args.out)
+    print(f"wrote {args.out}: Wan2.2 VAE {cfg}")
+    return 0

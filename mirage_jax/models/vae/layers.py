@@ -1,0 +1,263 @@
+"""Wan2.2 VAE building blocks in Flax NNX, channels-last (``[B, T, H, W, C]``).
+
+Attribute names mirror diffusers' ``AutoencoderKLWan`` (``conv1``, ``norm1.gamma``, ``resample``, ``time_conv``,
+``to_qkv``...) so checkpoint conversion is a key rename plus a kernel transpose. Causal layers take a
+:class:`~mirage_jax.models.vae.cache.ChunkCache` (the explicit per-chunk cache); the numerics follow
+diffusers_wan.md §2 and §8 (L2-normalising RMS norm, right/bottom padding before the stride-2 conv,
+first-chunk special cases of the temporal resamplers, AvgDown3D/DupUp3D channel orders).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mirage_jax.models.vae.cache import ChunkCache
+
+_CONV3D_DIMS = ("NDHWC", "DHWIO", "NDHWC")
+_CONV2D_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _init_kernel(rngs: nnx.Rngs, shape: tuple[int, ...]) -> nnx.Param:
+    fan_in = 1
+    for d in shape[:-1]:
+        fan_in *= d
+    return nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32) / jnp.sqrt(fan_in))
+
+
+class CausalConv3d(nnx.Module):
+    """3-D conv, causal in time: ``kt-1`` cached (or zero) frames in front, symmetric spatial zero padding.
+
+    ``kernel [kt, kh, kw, in, out]``, ``bias [out]``. With ``kt > 1`` the layer keeps the last ``kt-1`` frames of
+    its (cache-extended) input as its cache slot; ``kt = 1`` layers (shortcuts, quant convs) keep nothing.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel=(3, 3, 3), *, rngs: nnx.Rngs):
+        self.kernel_size = tuple(kernel)
+        self.kernel = _init_kernel(rngs, (*self.kernel_size, in_dim, out_dim))
+        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+
+    def extend(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        """``x [B, T, ...]`` with the previous chunk's ``kt-1`` frames (zeros on the first chunk) in front."""
+        pad_t = self.kernel_size[0] - 1
+        prev = cache.take()
+        if prev is None:
+            prev = jnp.zeros((x.shape[0], pad_t, *x.shape[2:]), x.dtype)
+        x = jnp.concatenate([prev, x], axis=1)
+        cache.put(x[:, -pad_t:])
+        return x
+
+    def conv(self, x: jax.Array, stride_t: int = 1) -> jax.Array:
+        """The convolution on already time-padded ``x``: valid in time, 'same' in space."""
+        ph, pw = self.kernel_size[1] // 2, self.kernel_size[2] // 2
+        y = jax.lax.conv_general_dilated(
+            x, self.kernel[...].astype(x.dtype), (stride_t, 1, 1), ((0, 0), (ph, ph), (pw, pw)),
+            dimension_numbers=_CONV3D_DIMS,
+        )  # fmt: skip
+        return y + self.bias[...].astype(x.dtype)
+
+    def __call__(self, x: jax.Array, cache: ChunkCache | None = None) -> jax.Array:
+        if self.kernel_size[0] > 1:
+            x = self.extend(x, cache)
+        return self.conv(x)
+
+
+class PointwiseConv(nnx.Module):
+    """A 1×1(×1) conv = a dense layer over channels: ``kernel [in, out]``, ``bias [out]``."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs):
+        self.kernel = _init_kernel(rngs, (in_dim, out_dim))
+        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+
+
+class Conv2d(nnx.Module):
+    """Per-frame 3×3 conv on ``[B, T, H, W, C]``: ``kernel [3, 3, in, out]``; ``padding`` as lax pairs."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, stride: int = 1, padding=((1, 1), (1, 1)), rngs: nnx.Rngs):
+        self.stride = stride
+        self.padding = tuple(tuple(p) for p in padding)
+        self.kernel = _init_kernel(rngs, (3, 3, in_dim, out_dim))
+        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t = x.shape[:2]
+        y = jax.lax.conv_general_dilated(
+            x.reshape(b * t, *x.shape[2:]), self.kernel[...].astype(x.dtype), (self.stride, self.stride),
+            self.padding, dimension_numbers=_CONV2D_DIMS,
+        )  # fmt: skip
+        y = y + self.bias[...].astype(x.dtype)
+        return y.reshape(b, t, *y.shape[1:])
+
+
+class RMSNorm(nnx.Module):
+    """Wan VAE norm: ``x / max(||x||₂, 1e-12) · √C · γ`` per voxel over channels (L2 normalise, not eps-in-sqrt)."""
+
+    def __init__(self, dim: int):
+        self.gamma = nnx.Param(jnp.ones((dim,), jnp.float32))
+        self.scale = float(dim) ** 0.5
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        norm = jnp.sqrt(jnp.sum(xf * xf, axis=-1, keepdims=True))
+        y = xf / jnp.maximum(norm, 1e-12) * self.scale * self.gamma[...]
+        return y.astype(x.dtype)
+
+
+class ResidualBlock(nnx.Module):
+    """``conv2(silu(norm2(conv1(silu(norm1(x)))))) + shortcut(x)``; two cached causal 3×3×3 convs."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs):
+        self.norm1 = RMSNorm(in_dim)
+        self.conv1 = CausalConv3d(in_dim, out_dim, rngs=rngs)
+        self.norm2 = RMSNorm(out_dim)
+        self.conv2 = CausalConv3d(out_dim, out_dim, rngs=rngs)
+        self.conv_shortcut = PointwiseConv(in_dim, out_dim, rngs=rngs) if in_dim != out_dim else None
+
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        h = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        x = self.conv1(jax.nn.silu(self.norm1(x)), cache)
+        x = self.conv2(jax.nn.silu(self.norm2(x)), cache)
+        return x + h
+
+
+class AttentionBlock(nnx.Module):
+    """Single-head spatial self-attention per frame over ``H·W`` tokens; q, k, v are channel thirds of to_qkv."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs):
+        self.norm = RMSNorm(dim)
+        self.to_qkv = PointwiseConv(dim, 3 * dim, rngs=rngs)
+        self.proj = PointwiseConv(dim, dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        q, k, v = jnp.split(self.to_qkv(self.norm(x)).reshape(b * t, h * w, 3 * c), 3, axis=-1)
+        logits = jnp.einsum("nqc,nkc->nqk", q, k) / jnp.sqrt(jnp.asarray(c, x.dtype))
+        y = jnp.einsum("nqk,nkc->nqc", jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype), v)
+        return x + self.proj(y.reshape(b, t, h, w, c))
+
+
+class MidBlock(nnx.Module):
+    """resnet → attention → resnet."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs):
+        self.resnets = nnx.List([ResidualBlock(dim, dim, rngs=rngs), ResidualBlock(dim, dim, rngs=rngs)])
+        self.attentions = nnx.List([AttentionBlock(dim, rngs=rngs)])
+
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        x = self.resnets[0](x, cache)
+        x = self.attentions[0](x)
+        return self.resnets[1](x, cache)
+
+
+class Downsample(nnx.Module):
+    """Pad right/bottom by 1, 3×3 stride-2 conv per frame; ``temporal``: then a (3,1,1) stride-2 time conv.
+
+    Temporal first chunk: the time conv is skipped (1 frame stays 1) and the frame is cached; later chunks
+    run it on ``[last cached frame, x]`` (4 → 2, 2 → 1 frames) and cache x's last frame.
+    """
+
+    def __init__(self, dim: int, temporal: bool, *, rngs: nnx.Rngs):
+        self.resample = Conv2d(dim, dim, stride=2, padding=((0, 1), (0, 1)), rngs=rngs)
+        self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), rngs=rngs) if temporal else None
+
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        x = self.resample(x)
+        if self.time_conv is None:
+            return x
+        prev = cache.take()
+        cache.put(x[:, -1:])
+        if prev is None:
+            return x
+        return self.time_conv.conv(jnp.concatenate([prev, x], axis=1), stride_t=2)
+
+
+class Upsample(nnx.Module):
+    """``temporal``: causal (3,1,1) time conv dim → 2·dim, interleaved to 2× frames; then nearest 2× + 3×3 conv.
+
+    Temporal first chunk: the time conv is skipped (1 frame stays 1) and its cache starts as zeros.
+    """
+
+    def __init__(self, dim: int, out_dim: int, temporal: bool, *, rngs: nnx.Rngs):
+        self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), rngs=rngs) if temporal else None
+        self.resample = Conv2d(dim, out_dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        if self.time_conv is not None:
+            if cache.first:
+                cache.take()
+                cache.put(jnp.zeros((x.shape[0], 2, *x.shape[2:]), x.dtype))
+            else:
+                b, t, h, w, c = x.shape
+                y = self.time_conv(x, cache).reshape(b, t, h, w, 2, c)
+                x = y.transpose(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, c)
+        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+        return self.resample(x)
+
+
+def avg_down(x: jax.Array, out_dim: int, factor_t: int, factor_s: int) -> jax.Array:
+    """AvgDown3D: zero-pad time in front to a multiple of ``factor_t``, space/time-to-channel in (C, ft, fh, fw)
+    order, mean over groups of consecutive channels. ``[B, T, H, W, C] -> [B, T/ft, H/fs, W/fs, out_dim]``."""
+    b, t, h, w, c = x.shape
+    pad_t = (-t) % factor_t
+    if pad_t:
+        x = jnp.pad(x, ((0, 0), (pad_t, 0), (0, 0), (0, 0), (0, 0)))
+        t += pad_t
+    ft, fs = factor_t, factor_s
+    x = x.reshape(b, t // ft, ft, h // fs, fs, w // fs, fs, c).transpose(0, 1, 3, 5, 7, 2, 4, 6)
+    group = c * ft * fs * fs // out_dim
+    return x.reshape(b, t // ft, h // fs, w // fs, out_dim, group).mean(axis=-1)
+
+
+def dup_up(x: jax.Array, out_dim: int, factor_t: int, factor_s: int, first_chunk: bool) -> jax.Array:
+    """DupUp3D: repeat channels, channel-to-space/time in (out, ft, fh, fw) order; the first chunk drops the
+    first ``factor_t - 1`` frames. ``[B, T, H, W, C] -> [B, T·ft (- ft+1), H·fs, W·fs, out_dim]``."""
+    b, t, h, w, c = x.shape
+    ft, fs = factor_t, factor_s
+    x = jnp.repeat(x, out_dim * ft * fs * fs // c, axis=-1)
+    x = x.reshape(b, t, h, w, out_dim, ft, fs, fs).transpose(0, 1, 5, 2, 6, 3, 7, 4)
+    x = x.reshape(b, t * ft, h * fs, w * fs, out_dim)
+    return x[:, ft - 1 :] if first_chunk else x
+
+
+class DownBlock(nnx.Module):
+    """Residual down block: resnets → downsampler, plus the parameter-free AvgDown3D shortcut of the input."""
+
+    def __init__(self, in_dim, out_dim, num_res_blocks, temporal: bool, down: bool, *, rngs: nnx.Rngs):
+        self.out_dim = out_dim
+        self.factor_t = 2 if temporal else 1
+        self.factor_s = 2 if down else 1
+        dims = [in_dim] + [out_dim] * num_res_blocks
+        self.resnets = nnx.List([ResidualBlock(a, o, rngs=rngs) for a, o in zip(dims[:-1], dims[1:])])
+        self.downsampler = Downsample(out_dim, temporal, rngs=rngs) if down else None
+
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        shortcut = avg_down(x, self.out_dim, self.factor_t, self.factor_s)
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.downsampler is not None:
+            x = self.downsampler(x, cache)
+        return x + shortcut
+
+
+class UpBlock(nnx.Module):
+    """Residual up block: ``num_res_blocks + 1`` resnets → upsampler, plus the DupUp3D shortcut of the input."""
+
+    def __init__(self, in_dim, out_dim, num_res_blocks, temporal: bool, up: bool, *, rngs: nnx.Rngs):
+        self.out_dim = out_dim
+        self.factor_t = 2 if temporal else 1
+        self.up = up
+        dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
+        self.resnets = nnx.List([ResidualBlock(a, o, rngs=rngs) for a, o in zip(dims[:-1], dims[1:])])
+        self.upsampler = Upsample(out_dim, out_dim, temporal, rngs=rngs) if up else None
+
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        shortcut = dup_up(x, self.out_dim, self.factor_t, 2, cache.first) if self.up else None
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsampler is not None:
+            x = self.upsampler(x, cache)
+        return x if shortcut is None else x + shortcut
