@@ -128,6 +128,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 500
     c.train.checkpoint_every = 1000
     c.train.keep_checkpoints = 3
+    c.train.stage_steps = ()  # optimizer steps per stage (one per train.stages entry); () = train.num_steps each
+    c.train.eval_batches = 2  # fixed batches for the periodic evaluation loss (fixed sigmas and seed)
+    c.train.eval_sigmas = (0.1, 0.3, 0.5, 0.7, 0.9)  # evaluation noise levels σ (used as is, no shift)
+    c.train.async_checkpointing = True  # Orbax async saves (training continues while writing)
+    c.train.depth_head = False  # also train mirage_jax.world.depth.LatentDepthHead on target_depth
+    c.train.depth_loss_weight = 0.1  # weight of the depth-head loss in the total loss
+    c.train.peak_tflops = 0.0  # per-device peak TFLOP/s for MFU; 0 = look up by device kind (unknown: no MFU)
 
     # Sampling (DESIGN.md §5).
     c.sample = ml_collections.ConfigDict()

@@ -1,0 +1,87 @@
+"""``mirage-jax train --config configs/tiny.py --workdir DIR [--config.train.num_steps=N ...]``.
+
+Any ``--config.a.b=value`` argument overrides that config field (``mirage_jax.config.load_config``); unknown
+fields and out-of-range values are reported before anything is built. Multi-process runs: pass
+``--coordinator HOST:PORT --num-processes N --process-id I`` (what ``launch/local.sh`` adds), or
+``--multihost`` to let ``jax.distributed.initialize()`` auto-detect the cluster (Cloud TPU, SLURM); it is also
+auto-detected when ``JAX_COORDINATOR_ADDRESS`` is set or SLURM runs more than one task. On CPU the
+collectives use gloo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+OVERRIDE_PREFIX = "--config."
+
+
+def _parse_with_overrides(parser: argparse.ArgumentParser, args=None, namespace=None) -> argparse.Namespace:
+    """``parse_args`` that collects ``--config.a.b=value`` arguments into ``namespace.overrides``."""
+    known, extra = parser.parse_known_args(args, namespace)
+    overrides, unknown = [], []
+    for item in extra:
+        (overrides if item.startswith(OVERRIDE_PREFIX) else unknown).append(item)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    known.overrides = overrides
+    return known
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="config file (configs/tiny.py) or name (tiny)")
+    parser.add_argument("--workdir", required=True, help="run folder: checkpoints, metrics.jsonl, TensorBoard")
+    parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
+    parser.add_argument("--num-processes", type=int, default=None, help="number of JAX processes")
+    parser.add_argument("--process-id", type=int, default=None, help="this process's index")
+    parser.add_argument("--multihost", action="store_true",
+                        help="call jax.distributed.initialize() with cluster auto-detection (TPU pod, SLURM)")
+    parser.epilog = "Override any config field with --config.section.field=value."
+    parser.parse_args = lambda args=None, namespace=None: _parse_with_overrides(parser, args, namespace)
+
+
+def _auto_multihost() -> bool:
+    return bool(os.environ.get("JAX_COORDINATOR_ADDRESS")) or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def initialize_distributed(args) -> None:
+    """``jax.distributed.initialize`` per the flags or the environment (must run before any JAX computation)."""
+    explicit = args.coordinator is not None or args.num_processes is not None or args.process_id is not None
+    if not (explicit or args.multihost or _auto_multihost()):
+        return
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit:
+        if args.coordinator is None or args.num_processes is None or args.process_id is None:
+            raise ValueError("--coordinator, --num-processes and --process-id must be given together")
+        if not 0 <= args.process_id < args.num_processes:
+            raise ValueError(f"--process-id={args.process_id}: expected 0 <= id < --num-processes")
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    else:
+        jax.distributed.initialize()
+
+
+def run(args) -> int:
+    from mirage_jax.config import load_config
+
+    try:
+        config = load_config(args.config, getattr(args, "overrides", []))
+        from mirage_jax.train.validate import validate_config
+
+        initialize_distributed(args)
+        validate_config(config)
+    except ValueError as err:
+        print(f"mirage-jax train: error: {err}", file=sys.stderr)
+        return 2
+    from mirage_jax.train.loop import train
+
+    summary = train(config, args.workdir)
+    import jax
+
+    if jax.process_index() == 0:
+        print(json.dumps(summary, indent=2))
+    return 0

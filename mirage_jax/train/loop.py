@@ -1,0 +1,280 @@
+"""``train(config, workdir) -> summary``: the whole training run (stages, logging, eval, checkpoints, resume).
+
+Stages (``train.stages``, e.g. ``("vace", "lora")``) run in sequence; stage ``i`` runs ``train.stage_steps[i]``
+optimizer steps (or ``train.num_steps`` each when ``stage_steps`` is empty) with a fresh optimizer over the
+parameters of ``mirage_jax.models.lora.trainable_filter(stage)``; the global step counts across stages. Every
+``train.checkpoint_every`` steps, at the end, and on SIGTERM, the run saves a checkpoint (async) to
+``workdir/checkpoints``; running again with the same ``workdir`` resumes from the latest one (model,
+optimizer when still in the same stage, step, RNG, data-iterator position), so ``k`` steps + restart + ``m``
+steps equal ``k + m`` steps straight. Process 0 writes ``workdir/metrics.jsonl``, TensorBoard events and
+``workdir/config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mirage_jax.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
+from mirage_jax.train.loss import NUM_BUCKETS, LossSettings
+from mirage_jax.train.metrics import (
+    MetricsWriter,
+    dense_parameter_count,
+    peak_flops_per_device,
+    tokens_per_example,
+    train_flops_per_example,
+)
+from mirage_jax.train.optimizer import make_optimizer, make_schedule
+from mirage_jax.train.step import batch_sharding, make_eval_step, make_train_step, train_state_shardings
+from mirage_jax.train.validate import stage_plan, validate_config
+
+BATCH_KEYS = ("target_latents", "target_scene", "target_hit", "preceding_latents", "preceding_scene",
+              "preceding_hit", "preceding_mask", "reference_latents", "reference_mask", "context")
+
+
+class Preemption:
+    """Sets ``requested`` on SIGTERM (installed only from the main thread; restored on exit)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def global_batch(local: dict, shardings: dict) -> dict:
+    """Host-local numpy batch → global jax arrays sharded along the batch axis (multi-process aware)."""
+    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(local[k])) for k in shardings}
+
+
+def constant_score_latent(config, latent_space, frames: int) -> jax.Array | None:
+    """Latent of an all-white video ``[frames, h, w, C]`` (``score_source="constant"``), else None."""
+    if config.model.score_source != "constant":
+        return None
+    video = jnp.ones((1, 1 + 4 * (frames - 1), config.data.height, config.data.width, 3), jnp.float32)
+    return jnp.asarray(latent_space.encode(video)[0], jnp.float32)
+
+
+def _check_resumable(meta: dict, config) -> None:
+    stored = json.loads(meta["config"])
+    for section in ("model", "latent"):
+        if stored.get(section) != json.loads(config[section].to_json_best_effort()):
+            raise ValueError(f"workdir holds a checkpoint with a different config.{section}; use a new --workdir")
+
+
+class _Run:
+    """Everything one training run shares across its stages (built once by ``train``)."""
+
+    def __init__(self, config, workdir: Path, mesh: jax.sharding.Mesh):
+        from mirage_jax.data.pipeline import make_train_iterator
+        from mirage_jax.models import build_model
+        from mirage_jax.models.latent_space import make_latent_space
+        from mirage_jax.models.text import make_text_encoder
+
+        self.config, self.workdir, self.mesh, self.rules = config, workdir, mesh, config.mesh.rules
+        self.is_chief = jax.process_index() == 0
+        self.settings = LossSettings.from_config(config)
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.model = build_model(config, seed=config.seed, mesh=mesh)
+        latent_space = make_latent_space(config)
+        text_encoder = make_text_encoder(config)
+        self.empty_context = jax.device_put(jnp.asarray(text_encoder.encode([""])[0], jnp.float32), self.replicated)
+        self.make_iterator = lambda: make_train_iterator(  # noqa: E731
+            config, latent_space, text_encoder, process_index=jax.process_index(), process_count=jax.process_count())
+        self.iterator = self.make_iterator()
+        self.checkpointer = Checkpointer(workdir / CHECKPOINT_SUBDIR, keep=config.train.keep_checkpoints,
+                                         async_save=config.train.async_checkpointing)
+        self.writer = MetricsWriter(workdir, enabled=self.is_chief)
+
+        example = next(self.make_iterator())
+        self.batch_shardings = {k: batch_sharding(mesh, np.ndim(example[k]), self.rules) for k in BATCH_KEYS}
+        self.eval_batches = []
+        if config.train.eval_every > 0 and config.train.eval_batches > 0:
+            eval_iterator = self.make_iterator()
+            self.eval_batches = [global_batch(next(eval_iterator), self.batch_shardings)
+                                 for _ in range(config.train.eval_batches)]
+        r = min(example["reference_latents"].shape[1], self.settings.max_references)
+        p = min(example["preceding_latents"].shape[1], self.settings.max_preceding)
+        score = constant_score_latent(config, latent_space, example["target_latents"].shape[1] + p)
+        self.score_latent = None if score is None else jax.device_put(score, self.replicated)
+        self.flops_per_step = config.train.batch_size * train_flops_per_example(
+            config, dense_parameter_count(nnx.state(self.model, nnx.Param)), tokens_per_example(config, r, p))
+        self.peak_flops = peak_flops_per_device(config)
+        self.step, self.rng = 0, jax.device_put(jax.random.PRNGKey(config.seed), self.replicated)
+        self.resumed_from, self.resume_stage = None, None
+        self.summary = {"step": 0, "loss": None, "eval_loss": None, "steps_per_second": None,
+                        "examples_per_second": None, "data_wait_fraction": None, "resumed_from": None,
+                        "preempted": False, "checkpoint_dir": str(workdir / CHECKPOINT_SUBDIR),
+                        "workdir": str(workdir)}
+
+    def resume(self) -> None:
+        """Restores model, step, RNG and data position from the latest checkpoint, if any."""
+        from mirage_jax.models import state_shardings
+
+        latest = self.checkpointer.latest_step()
+        if latest is None:
+            return
+        meta = self.checkpointer.meta(latest)
+        _check_resumable(meta, self.config)
+        _, model_state = nnx.split(self.model)
+        scalar = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated)  # noqa: E731
+        restored = self.checkpointer.restore(
+            latest, data_iterator=self.iterator,
+            model=abstract_like(model_state, state_shardings(model_state, self.mesh, self.rules)),
+            train={"step": scalar(jnp.zeros((), jnp.int32)), "rng": scalar(self.rng)})
+        nnx.update(self.model, restored["model"])
+        self.step, self.rng = int(restored["train"]["step"]), restored["train"]["rng"]
+        self.resumed_from, self.resume_stage = latest, int(meta["stage_index"])
+        self.summary["resumed_from"] = latest
+
+    def evaluate(self, eval_step, state, step: int) -> None:
+        """Mean loss over the fixed evaluation batches at each ``train.eval_sigmas`` (fixed noise seed)."""
+        losses = np.mean([np.asarray(eval_step(state, b, self.empty_context, self.score_latent))
+                          for b in self.eval_batches], axis=0)
+        values = {"eval_loss": float(losses.mean())}
+        values.update({f"eval_loss_sigma_{s:g}": float(v) for s, v in zip(self.config.train.eval_sigmas, losses)})
+        self.writer.write(step, values)
+        self.summary["eval_loss"] = values["eval_loss"]
+
+    def save(self, state, stage: str, stage_index: int) -> None:
+        self.checkpointer.save(
+            self.step, model=nnx.merge_state(state["trainable"], state["frozen"]), opt=state["opt"],
+            train={"step": state["step"], "rng": state["rng"]}, data_iterator=self.iterator,
+            meta={"config": self.config.to_json_best_effort(), "stage": stage, "stage_index": stage_index,
+                  "step": self.step})
+
+    def stage_state(self, stage: str, stage_index: int, num_steps: int, end: int):
+        """(graphdef, tx, schedule, sharded train state, its shardings) for a stage, optimizer fresh or restored."""
+        from mirage_jax.models.lora import trainable_filter
+
+        graphdef, trainable, frozen = nnx.split(self.model, trainable_filter(stage), ...)
+        tx, schedule = make_optimizer(self.config.train, num_steps), make_schedule(self.config.train, num_steps)
+        abstract = {"trainable": trainable, "frozen": frozen, "opt": jax.eval_shape(tx.init, trainable),
+                    "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": self.rng}
+        shardings = train_state_shardings(abstract, tx, self.mesh, self.rules)
+        if self.resume_stage == stage_index and self.step > end - num_steps:
+            target = abstract_like(abstract["opt"], shardings["opt"])
+            opt = self.checkpointer.restore(self.resumed_from, opt=target)["opt"]
+        else:
+            opt = jax.jit(tx.init, out_shardings=shardings["opt"])(trainable)
+        state = jax.device_put({"trainable": trainable, "frozen": frozen, "opt": opt,
+                                "step": jnp.asarray(self.step, jnp.int32), "rng": self.rng}, shardings)
+        return graphdef, tx, schedule, state, shardings
+
+    def run_stage(self, stage: str, stage_index: int, num_steps: int, end: int, preemption, progress) -> None:
+        config = self.config
+        graphdef, tx, schedule, state, shardings = self.stage_state(stage, stage_index, num_steps, end)
+        common = dict(state_sharding=shardings, batch_shardings=self.batch_shardings, mesh=self.mesh)
+        train_step = make_train_step(graphdef, tx, self.settings, grad_accum=config.train.grad_accum, **common)
+        eval_step = make_eval_step(graphdef, self.settings, tuple(config.train.eval_sigmas), seed=config.seed + 1,
+                                   **common)
+        if self.eval_batches and self.step == 0:
+            self.evaluate(eval_step, state, 0)
+        pending, window_start, data_time = [], time.perf_counter(), 0.0
+        while self.step < end and not preemption.requested:
+            t0 = time.perf_counter()
+            batch = global_batch(next(self.iterator), self.batch_shardings)
+            data_time += time.perf_counter() - t0
+            state, metrics = train_step(state, batch, self.empty_context, self.score_latent)
+            self.step += 1
+            pending.append(metrics)
+            if progress is not None:
+                progress.update(1)
+            if self.step % config.train.log_every == 0 or self.step == end or preemption.requested:
+                elapsed = time.perf_counter() - window_start
+                values = _log_values(jax.device_get(pending), elapsed, data_time, config, self.flops_per_step,
+                                     self.peak_flops, self.mesh.size, stage_index)
+                values["lr"] = float(schedule(self.step - (end - num_steps) - 1))
+                self.writer.write(self.step, values)
+                self.summary.update({k: values[k] for k in ("loss", "steps_per_second", "examples_per_second",
+                                                             "data_wait_fraction")})
+                if progress is not None:
+                    progress.set_postfix(loss=f"{values['loss']:.4f}", stage=stage)
+                pending, window_start, data_time = [], time.perf_counter(), 0.0
+            if self.eval_batches and (self.step % config.train.eval_every == 0 or self.step == end):
+                self.evaluate(eval_step, state, self.step)
+            if self.step % config.train.checkpoint_every == 0 or self.step == end or preemption.requested:
+                self.save(state, stage, stage_index)
+        nnx.update(self.model, state["trainable"], state["frozen"])
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.writer.close()
+        if hasattr(self.iterator, "close"):
+            self.iterator.close()
+
+
+def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None) -> dict:
+    """Trains per ``config`` in ``workdir`` (resuming if it holds checkpoints); returns a summary dict.
+
+    Summary keys: ``step``, ``loss`` (last logged), ``eval_loss`` (last evaluation, or None),
+    ``steps_per_second``, ``examples_per_second``, ``data_wait_fraction`` (share of wall time spent fetching
+    batches), ``resumed_from`` (step or None), ``preempted`` (stopped by SIGTERM after saving),
+    ``checkpoint_dir``, ``workdir``. ``mesh`` defaults to ``mesh_from_config(config.mesh)``.
+    """
+    from mirage_jax.sharding import mesh_from_config
+
+    validate_config(config, device_count=None if mesh is None else mesh.size)
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan = stage_plan(config.train)
+    ends = np.cumsum([n for _, n in plan]).tolist()
+    run = _Run(config, workdir, mesh_from_config(config.mesh) if mesh is None else mesh)
+    progress = None
+    try:
+        run.resume()
+        if run.is_chief:
+            from tqdm import tqdm
+
+            (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+            progress = tqdm(total=ends[-1], initial=run.step, desc="train", dynamic_ncols=True)
+        with Preemption() as preemption:
+            for stage_index, ((stage, num_steps), end) in enumerate(zip(plan, ends)):
+                if run.step < end and not preemption.requested:
+                    run.run_stage(stage, stage_index, num_steps, end, preemption, progress)
+            run.summary["preempted"] = preemption.requested
+    finally:
+        run.close()
+        if progress is not None:
+            progress.close()
+    run.summary["step"] = run.step
+    return run.summary
+
+
+def _log_values(fetched: list[dict], elapsed: float, data_time: float, config, flops: float, peak, devices: int,
+                stage_index: int) -> dict:
+    """Window averages of the step metrics plus throughput and MFU (None when the device peak is unknown)."""
+    n = len(fetched)
+    steps_per_second = n / max(elapsed, 1e-9)
+    values = {"loss": float(np.mean([m["loss"] for m in fetched])),
+              "grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
+              "steps_per_second": steps_per_second,
+              "examples_per_second": steps_per_second * config.train.batch_size,
+              "data_wait_fraction": data_time / max(elapsed, 1e-9), "stage_index": stage_index}
+    sums = np.sum([m["bucket_sum"] for m in fetched], axis=0)
+    counts = np.sum([m["bucket_count"] for m in fetched], axis=0)
+    for k in range(NUM_BUCKETS):
+        if counts[k] > 0:
+            values[f"loss_sigma_{k / NUM_BUCKETS:g}_{(k + 1) / NUM_BUCKETS:g}"] = float(sums[k] / counts[k])
+    if peak is not None:
+        values["mfu"] = flops * steps_per_second / (devices * peak)
+    return values

@@ -1,0 +1,114 @@
+"""The compiled train and evaluation steps: one ``jax.jit`` each, with explicit in/out shardings.
+
+The train state is a plain pytree ``{"trainable", "frozen", "opt", "step", "rng"}``: the model split by the
+stage's trainable filter (``nnx.split(model, filter, ...)``), the optax state of the trainable part only, the
+global step and the base PRNG key. Gradients are taken w.r.t. ``trainable`` only, so frozen parameters are
+passed through untouched (bitwise). The per-step key is ``fold_in(rng, step)``: reproducible across resumes and
+independent of the mesh (partitionable threefry). Gradient accumulation scans over ``grad_accum`` micro-batches
+(example ``j`` of micro-batch ``i`` is row ``j·A + i``, so each micro-batch stays spread over the data axes)
+and averages their gradients before one optimizer update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mirage_jax.models.partitioning import state_shardings
+from mirage_jax.sharding import logical_to_spec
+from mirage_jax.train.loss import LossSettings, flow_matching_loss
+
+
+def batch_sharding(mesh: Mesh, ndim: int, rules) -> NamedSharding:
+    """Leading (batch) dimension over the mesh axes the ``batch`` rule names; the rest replicated."""
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
+
+
+def train_state_shardings(state: dict, tx: optax.GradientTransformation, mesh: Mesh, rules) -> dict:
+    """``NamedSharding`` pytree matching a train state (parameters by logical axes, optimizer moments alike)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    trainable = state_shardings(state["trainable"], mesh, rules)
+    opt = optax.tree_map_params(tx, lambda _, sh: sh, state["opt"], trainable,
+                                transform_non_params=lambda _: replicated)
+    return {"trainable": trainable, "frozen": state_shardings(state["frozen"], mesh, rules), "opt": opt,
+            "step": replicated, "rng": replicated}
+
+
+def split_micro_batches(batch: dict, accum: int) -> dict:
+    """``[B, ...]`` → ``[accum, B/accum, ...]`` with micro-batch ``i`` = rows ``i, i+accum, ...``."""
+    return jax.tree.map(lambda x: jnp.moveaxis(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 1, 0), batch)
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, settings: LossSettings, *, grad_accum: int,
+                    state_sharding: dict, batch_shardings: dict, mesh: Mesh) -> Callable:
+    """``step(state, batch, empty_context, score_latent) -> (state, metrics)`` compiled with explicit shardings.
+
+    ``metrics``: ``loss``, ``grad_norm``, ``bucket_sum``/``bucket_count`` ``[NUM_BUCKETS]`` (replicated).
+    The input state is donated.
+    """
+
+    def loss_fn(trainable, frozen, micro, key, empty_context, score_latent):
+        model = nnx.merge(graphdef, trainable, frozen)
+        return flow_matching_loss(model, micro, key, settings, empty_context, score_latent)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state, batch, empty_context, score_latent):
+        key = jax.random.fold_in(state["rng"], state["step"])
+        args = (state["frozen"],)
+        if grad_accum == 1:
+            (loss, aux), grads = grad_fn(state["trainable"], *args, batch, key, empty_context, score_latent)
+        else:
+            def body(carry, inputs):
+                i, micro = inputs
+                (loss, aux), grads = grad_fn(state["trainable"], *args, micro, jax.random.fold_in(key, i),
+                                             empty_context, score_latent)
+                return jax.tree.map(jnp.add, carry, (loss, aux, grads)), None
+
+            micros = split_micro_batches(batch, grad_accum)
+            shapes = jax.eval_shape(grad_fn, state["trainable"], *args, jax.tree.map(lambda x: x[0], micros), key,
+                                    empty_context, score_latent)
+            init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0][0], shapes[0][1], shapes[1]))
+            (loss, aux, grads), _ = jax.lax.scan(
+                body, init, (jnp.arange(grad_accum), micros))
+            loss = loss / grad_accum
+            grads = jax.tree.map(lambda g: g / grad_accum, grads)
+        updates, opt = tx.update(grads, state["opt"], state["trainable"])
+        trainable = optax.apply_updates(state["trainable"], updates)
+        new_state = {"trainable": trainable, "frozen": state["frozen"], "opt": opt, "step": state["step"] + 1,
+                     "rng": state["rng"]}
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        return new_state, metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(step, in_shardings=(state_sharding, batch_shardings, replicated, replicated),
+                   out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+
+def make_eval_step(graphdef, settings: LossSettings, sigmas: tuple[float, ...], *, state_sharding: dict,
+                   batch_shardings: dict, mesh: Mesh, seed: int = 1234) -> Callable:
+    """``eval(state, batch, empty_context, score_latent) -> [len(sigmas)]`` losses at fixed σ (fixed noise seed).
+
+    Every target frame 1.. gets the same σ (no shift applied: the values are the model-facing noise levels);
+    no text dropout.
+    """
+
+    def evaluate(state, batch, empty_context, score_latent):
+        model = nnx.merge(graphdef, state["trainable"], state["frozen"])
+        b, tl = batch["target_latents"].shape[:2]
+        losses = []
+        for i, sigma in enumerate(sigmas):
+            fixed = jnp.full((b, tl), sigma, jnp.float32)
+            loss, _ = flow_matching_loss(model, batch, jax.random.fold_in(jax.random.key(seed), i), settings,
+                                         empty_context, score_latent, sigmas=fixed)
+            losses.append(loss)
+        return jnp.stack(losses)
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(evaluate, in_shardings=(state_sharding, batch_shardings, replicated, replicated),
+                   out_shardings=replicated)
