@@ -82,9 +82,14 @@ def ref_voxel_keys(points, voxel_size):
 
 
 def ref_write(state, latents, depths, intrinsics, cam2world, keep=None, mode="bilinear") -> dict:
-    """Reference ``memory.write``: store all valid cells, replace old points in their voxels, evict oldest."""
+    """Reference ``memory.write``: per voxel the latest frame's cells replace older points; evict oldest."""
     latents = np.asarray(latents, np.float32)
     points, feats, ok, frame = ref_lift(latents, depths, intrinsics, cam2world, keep, mode)
+    keys = ref_voxel_keys(points, state["voxel_size"])
+    uniq, group = np.unique(np.where(ok, keys, -1), return_inverse=True)
+    last = np.full(len(uniq), -1)
+    np.maximum.at(last, group, np.where(ok, frame, -1))
+    ok = ok & (frame == last[group])  # one frame per voxel: the latest of this write
     points, feats, frame = points[ok], feats[ok], frame[ok]
     wid = state["next_write_id"] + np.arange(len(points))
     cap = state["capacity"]

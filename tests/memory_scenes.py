@@ -15,7 +15,7 @@ def intrinsics(t: int, hw, f: float | None = None) -> np.ndarray:
     h, w = hw
     f = float(w) if f is None else f
     k = geometry.make_intrinsics(np.full(t, f), np.full(t, f), np.full(t, (w - 1) / 2), np.full(t, (h - 1) / 2))
-    return np.asarray(k, np.float32)
+    return np.array(k, np.float32)
 
 
 def random_poses(rng: np.random.Generator, t: int, radius: float = 0.5) -> np.ndarray:

@@ -29,14 +29,29 @@ def _lex_less(a, b):
     return (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] < b[2]))))
 
 
-def voxel_member(query_keys, new_keys, new_ok):
-    """Whether each ``query_keys [N, 3]`` voxel is among the voxels of ``new_keys [M, 3]`` where ``new_ok [M]``.
+def sort_new_voxels(new_keys, new_ok, frame):
+    """Sorts a write's cells by voxel. Returns ``(table, latest)``.
 
-    Sorts the M new keys (lexicographically) and binary-searches each query: O(M log M + N log M).
+    ``table``: the three sorted key columns ``[M]`` (cells with ``new_ok`` False get a sentinel voxel);
+    ``latest [M]``: ``new_ok`` and no later frame of this write has a cell in the same voxel.
     """
     m = new_keys.shape[0]
     cols = [jnp.where(new_ok, new_keys[:, i], _NO_VOXEL) for i in range(3)]
-    table = jax.lax.sort(cols, num_keys=3)
+    *table, frame_sorted, index = jax.lax.sort([*cols, frame, jnp.arange(m, dtype=jnp.int32)], num_keys=4)
+    starts = jnp.concatenate([jnp.ones((1,), bool), (table[0][1:] != table[0][:-1])
+                              | (table[1][1:] != table[1][:-1]) | (table[2][1:] != table[2][:-1])])
+    group = jnp.cumsum(starts, dtype=jnp.int32) - 1
+    last_frame = jnp.full((m,), -1, jnp.int32).at[group].max(frame_sorted)
+    latest = jnp.zeros((m,), bool).at[index].set(frame_sorted == last_frame[group])
+    return table, latest & new_ok
+
+
+def voxel_member(query_keys, table):
+    """Whether each ``query_keys [N, 3]`` voxel is in ``table`` (sorted key columns from ``sort_new_voxels``).
+
+    A binary search per query: O(N log M), no sort of the N stored points.
+    """
+    m = table[0].shape[0]
     query = [query_keys[:, i] for i in range(3)]
     lo = jnp.zeros(query_keys.shape[0], jnp.int32)
     hi = jnp.full(query_keys.shape[0], m, jnp.int32)

@@ -2,17 +2,19 @@
 
 Capacity policy (bounded, deterministic):
 
-1. Every valid cell of the write is stored (cells of one write are never merged with each other, so a single
-   view keeps its full resolution).
-2. Refresh, not duplicate: a stored point whose de-duplication voxel (edge ``mem.voxel_size``) receives a
-   new point of this write is removed, so revisiting a surface replaces its old points with the new ones.
-3. When the new points do not fit, the oldest points (lowest ``write_id``) are evicted first; if one write
-   alone has more valid cells than the capacity, only its newest ``capacity`` cells are kept (frame order,
+1. One frame per voxel, the latest: space is cut into de-duplication voxels (edge ``mem.voxel_size``). Each
+   voxel holds the points of exactly one frame, the most recent frame that saw it: a write's valid cells
+   whose voxel is seen again by a later frame of the same write are dropped, and every stored point in a
+   voxel that this write touches is replaced. A frame's own cells are never merged, so a view keeps its
+   full resolution, and a revisit refreshes a surface instead of duplicating it.
+2. When the new points do not fit, the oldest points (lowest ``write_id``) are evicted first; if one write
+   alone has more such cells than the capacity, only its newest ``capacity`` cells are kept (frame order,
    then row-major cell order).
 
 So ``num_points <= capacity`` always, and a static scene revisited forever needs about (its surface area /
 cell footprint) points, not (number of writes × cells). New points fill empty slots in slot order; slot
-order never affects ``read``.
+order never affects ``read``. Trade-off: a distant or grazing view that touches a voxel replaces denser
+points seen earlier from closer.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def lift(latents, depths, intrinsics, cam2world, keep, mode: str):
     return points, latents.reshape(-1, c), ok, frame
 
 
-def plan_insert(mem: LatentMemory, new_points, ok, total_alive=jnp.sum, count=capacity.count_below):
+def plan_insert(mem: LatentMemory, new_points, ok, frame, total_alive=jnp.sum, count=capacity.count_below):
     """Decides which old points survive and which new cells are taken.
 
     Returns ``(alive [N], take [M], take_rank [M] (rank among taken cells), write_id [M], n_new [])``.
@@ -56,12 +58,10 @@ def plan_insert(mem: LatentMemory, new_points, ok, total_alive=jnp.sum, count=ca
     reduce over the point axis; a sharded caller passes versions that also sum over shards.
     """
     n = mem.capacity
+    table, ok = capacity.sort_new_voxels(capacity.voxel_keys(new_points, mem.voxel_size), ok, frame)
     rank = jnp.cumsum(ok, dtype=jnp.int32) - 1
     n_new = jnp.sum(ok, dtype=jnp.int32)
-    replaced = capacity.voxel_member(
-        capacity.voxel_keys(mem.points, mem.voxel_size), capacity.voxel_keys(new_points, mem.voxel_size), ok
-    )
-    alive = mem.valid & ~replaced
+    alive = mem.valid & ~capacity.voxel_member(capacity.voxel_keys(mem.points, mem.voxel_size), table)
     n_take = jnp.minimum(n_new, n)
     take = ok & (rank >= n_new - n_take)
     excess = total_alive(alive.astype(jnp.int32)) + n_take - n
@@ -92,7 +92,7 @@ def _apply(mem: LatentMemory, alive, slot, points, features, write_id, frame, n_
 @partial(jax.jit, static_argnames=("mode",))
 def _write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep, mode: str) -> LatentMemory:
     points, features, ok, frame = lift(latents, depths, intrinsics, cam2world, keep, mode)
-    alive, take, take_rank, write_id, n_new = plan_insert(mem, points, ok)
+    alive, take, take_rank, write_id, n_new = plan_insert(mem, points, ok, frame)
     table = capacity.free_slot_table(~alive, points.shape[0])
     slot = jnp.where(take, table[jnp.clip(take_rank, 0, points.shape[0] - 1)], mem.capacity)
     return _apply(mem, alive, slot, points, features, write_id, frame, n_new, latents.shape[0])

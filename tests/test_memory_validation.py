@@ -1,0 +1,148 @@
+"""Bad input to the memory API: a ValueError naming the argument, raised before anything is stored."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from mirage_jax import memory
+from tests.memory_scenes import intrinsics
+
+HW = (4, 6)
+
+
+def _frames(t=2, factor=2, c=3):
+    latents = np.ones((t, *HW, c), np.float32)
+    depths = np.full((t, HW[0] * factor, HW[1] * factor), 2.0, np.float32)
+    return latents, depths, intrinsics(t, depths.shape[1:]), np.stack([np.eye(4, dtype=np.float32)] * t)
+
+
+@pytest.fixture(scope="module")
+def mem():
+    return memory.init(64, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(capacity=0), "capacity"),
+        (dict(capacity=-3), "capacity"),
+        (dict(capacity=2.5), "capacity"),
+        (dict(channels=0), "channels"),
+        (dict(dtype=np.int32), "dtype"),
+        (dict(voxel_size=0.0), "voxel_size"),
+    ],
+)
+def test_init_rejects(kwargs, name):
+    args = dict(capacity=8, channels=3) | kwargs
+    with pytest.raises(ValueError, match=name):
+        memory.init(**args)
+
+
+def _bad(case):
+    latents, depths, k, poses = _frames()
+    keep = None
+    if case == "channels":
+        latents = np.ones((2, *HW, 4), np.float32)
+    elif case == "latents_rank":
+        latents = latents[0]
+    elif case == "latents_nan":
+        latents = latents.copy()
+        latents[0, 0, 0, 0] = np.nan
+    elif case == "depth_frames":
+        depths = depths[:1]
+    elif case == "depth_multiple":
+        depths = np.ones((2, 9, 12), np.float32)
+    elif case == "keep_shape":
+        keep = np.ones((2, 8, 11), bool)
+    elif case == "keep_dtype":
+        keep = np.ones(depths.shape, np.float32)
+    elif case == "intrinsics_nan":
+        k = k.copy()
+        k[1, 0, 2] = np.inf
+    elif case == "intrinsics_frames":
+        k = k[:1]
+    elif case == "intrinsics_focal":
+        k = k.copy()
+        k[0, 0, 0] = 0.0
+    elif case == "pose_shape":
+        poses = poses[:, :3]
+    elif case == "pose_rigid":
+        poses = poses.copy()
+        poses[0, 0, 0] = 2.0
+    elif case == "pose_nan":
+        poses = poses.copy()
+        poses[1, 1, 3] = np.nan
+    return latents, depths, k, poses, keep
+
+
+@pytest.mark.parametrize(
+    "case, name",
+    [
+        ("channels", "latents"),
+        ("latents_rank", "latents"),
+        ("latents_nan", "latents"),
+        ("depth_frames", "depths"),
+        ("depth_multiple", "depths"),
+        ("keep_shape", "keep"),
+        ("keep_dtype", "keep"),
+        ("intrinsics_nan", "intrinsics"),
+        ("intrinsics_frames", "intrinsics"),
+        ("intrinsics_focal", "intrinsics"),
+        ("pose_shape", "cam2world"),
+        ("pose_rigid", "cam2world"),
+        ("pose_nan", "cam2world"),
+    ],
+)
+def test_write_rejects(mem, case, name):
+    before = memory.num_points(mem)
+    with pytest.raises(ValueError, match=name):
+        memory.write(mem, *_bad(case))
+    assert memory.num_points(mem) == before == 0
+
+
+def test_write_rejects_unknown_mode(mem):
+    with pytest.raises(ValueError, match="depth_downsample"):
+        memory.write(mem, *_frames(), depth_downsample="nearest")
+
+
+@pytest.mark.parametrize("hw", [(0, 6), (4,), (4.5, 6), ("a", "b"), (True, 6), None])
+def test_read_rejects_bad_hw(mem, hw):
+    with pytest.raises(ValueError, match="hw"):
+        memory.read(mem, intrinsics(1, HW), np.eye(4)[None], hw)
+
+
+def test_read_rejects_bad_cameras(mem):
+    with pytest.raises(ValueError, match="cam2world"):
+        memory.read(mem, intrinsics(2, HW), np.eye(4)[None], HW)
+    k = intrinsics(1, HW)
+    k[0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="intrinsics"):
+        memory.read(mem, k, np.eye(4)[None], HW)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "robust"])
+def test_non_finite_and_non_positive_depth_never_stored(mem, mode):
+    latents, depths, k, poses = _frames(factor=1)
+    depths = depths.copy()
+    depths[0, 0, :3] = np.nan
+    depths[0, 1, :2] = np.inf
+    depths[1, 2, 1] = -np.inf
+    depths[1, 3, :4] = 0.0
+    depths[1, 0, 0] = -1.0
+    out = memory.write(mem, latents, depths, k, poses, depth_downsample=mode)
+    assert memory.num_points(out) == depths.size - 3 - 2 - 1 - 4 - 1
+    assert np.isfinite(np.asarray(out.points)[np.asarray(out.valid)]).all()
+
+
+def test_write_and_read_trace_under_jit(mem):
+    latents, depths, k, poses = _frames()
+    eager = memory.write(mem, latents, depths, k, poses)
+    traced = jax.jit(memory.write)(mem, latents, depths, k, poses)
+    np.testing.assert_array_equal(np.asarray(eager.points), np.asarray(traced.points))
+    read = jax.jit(memory.read, static_argnums=3)
+    np.testing.assert_array_equal(
+        np.asarray(read(traced, intrinsics(2, HW), poses, HW)[0]),
+        np.asarray(memory.read(eager, intrinsics(2, HW), poses, HW)[0]),
+    )
