@@ -136,3 +136,38 @@ def ref_read(points, features, write_id, intrinsics, cam2world, hw, near=1e-3):
     feats = np.where((winner >= 0)[:, None], np.asarray(features)[np.maximum(winner, 0)], 0)
     shape = (t, h, w)
     return feats.reshape(shape + (-1,)), (winner >= 0).reshape(shape), winner.reshape(shape)
+
+
+def ref_visible(points, intrinsics, cam2world, hw, occlusion_aware=False, key=None, near=1e-3):
+    """``[T, P]`` bool: frustum test, or z-buffer winners (via ``ref_read``) when ``occlusion_aware``."""
+    points = np.asarray(points)
+    key = np.arange(len(points)) if key is None else key
+    _, _, winner = ref_read(points, np.zeros((len(points), 1)), key, intrinsics, cam2world, hw, near)
+    seen = np.zeros((len(intrinsics), len(points)), bool)
+    for t in range(len(intrinsics)):
+        if occlusion_aware:
+            seen[t, winner[t][winner[t] >= 0]] = True
+        else:
+            seen[t] = [_in_frustum(p, intrinsics[t], cam2world[t], hw, near) for p in points]
+    return seen
+
+
+def _in_frustum(point, k, pose, hw, near):
+    cam = np.asarray(pose, np.float64)[:3, :3].T @ (np.asarray(point, np.float64) - np.asarray(pose, np.float64)[:3, 3])
+    if cam[2] <= near:
+        return False
+    u = np.round(cam[0] * k[0, 0] / cam[2] + k[0, 2])
+    v = np.round(cam[1] * k[1, 1] / cam[2] + k[1, 2])
+    return bool(0 <= u <= hw[1] - 1 and 0 <= v <= hw[0] - 1)
+
+
+def ref_voxel_iou(points, history_seen, target_seen, voxel_size=0.1):
+    """IoU per history frame with Python sets of voxel tuples (the official's approach, as a reference)."""
+    cells = np.floor(np.asarray(points, np.float32) * np.float32(1.0 / voxel_size)).astype(np.int64)
+    target = {tuple(c) for c in cells[np.asarray(target_seen).reshape(-1, len(cells)).any(0)]}
+    out = []
+    for seen in history_seen:
+        hist = {tuple(c) for c in cells[seen]}
+        union = hist | target
+        out.append(len(hist & target) / len(union) if union else 0.0)
+    return np.asarray(out)

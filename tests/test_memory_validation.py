@@ -125,6 +125,8 @@ def test_read_rejects_bad_cameras(mem):
 @pytest.mark.parametrize("mode", ["bilinear", "robust"])
 def test_non_finite_and_non_positive_depth_never_stored(mem, mode):
     latents, depths, k, poses = _frames(factor=1)
+    poses = poses.copy()
+    poses[1, 0, 3] = 10.0  # frames see different voxels (else frame 1 would replace frame 0, see write)
     depths = depths.copy()
     depths[0, 0, :3] = np.nan
     depths[0, 1, :2] = np.inf

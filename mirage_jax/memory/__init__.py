@@ -8,17 +8,23 @@ views. Everything is pure and ``jit``-compiled with static shapes.
 
 from mirage_jax.memory.downsample import downsample_depth
 from mirage_jax.memory.read import NEAR, read
+from mirage_jax.memory.references import References, rank_references, select_references, visible, voxel_iou
 from mirage_jax.memory.state import LatentMemory, bytes_per_point, init, memory_bytes, num_points
 from mirage_jax.memory.write import write
 
 __all__ = [
     "LatentMemory",
     "NEAR",
+    "References",
     "bytes_per_point",
     "downsample_depth",
     "init",
     "memory_bytes",
     "num_points",
+    "rank_references",
     "read",
+    "select_references",
+    "visible",
+    "voxel_iou",
     "write",
 ]

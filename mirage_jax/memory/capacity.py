@@ -29,6 +29,14 @@ def _lex_less(a, b):
     return (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] < b[2]))))
 
 
+def group_ids(sorted_cols):
+    """Dense group id ``[M]`` int32 of lexicographically sorted key columns (0, 0, 1, 2, 2, ...)."""
+    changed = jnp.zeros(sorted_cols[0].shape[0] - 1, bool)
+    for col in sorted_cols:
+        changed |= col[1:] != col[:-1]
+    return jnp.cumsum(jnp.concatenate([jnp.ones((1,), bool), changed]), dtype=jnp.int32) - 1
+
+
 def sort_new_voxels(new_keys, new_ok, frame):
     """Sorts a write's cells by voxel. Returns ``(table, latest)``.
 
@@ -38,9 +46,7 @@ def sort_new_voxels(new_keys, new_ok, frame):
     m = new_keys.shape[0]
     cols = [jnp.where(new_ok, new_keys[:, i], _NO_VOXEL) for i in range(3)]
     *table, frame_sorted, index = jax.lax.sort([*cols, frame, jnp.arange(m, dtype=jnp.int32)], num_keys=4)
-    starts = jnp.concatenate([jnp.ones((1,), bool), (table[0][1:] != table[0][:-1])
-                              | (table[1][1:] != table[1][:-1]) | (table[2][1:] != table[2][:-1])])
-    group = jnp.cumsum(starts, dtype=jnp.int32) - 1
+    group = group_ids(table)
     last_frame = jnp.full((m,), -1, jnp.int32).at[group].max(frame_sorted)
     latest = jnp.zeros((m,), bool).at[index].set(frame_sorted == last_frame[group])
     return table, latest & new_ok

@@ -120,4 +120,6 @@ def write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep=None, 
         mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES
     )
     check_write_id_room(mem, latents.shape[0] * latents.shape[1] * latents.shape[2])
+    if keep is None:  # one compiled program whether or not a mask is given
+        keep = jnp.ones(depths.shape, bool)
     return _write(mem, latents, depths, intrinsics, cam2world, keep, depth_downsample)
