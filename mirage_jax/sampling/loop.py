@@ -51,7 +51,7 @@ def make_schedule(
     return Schedule(sampler, sigmas, model_timesteps(sigmas, integer), coefficients)
 
 
-def _integer_timesteps(value) -> bool | None:
+def parse_integer_timesteps(value) -> bool | None:
     """``sample.integer_timesteps``: "auto" -> None (per-sampler default), else a bool (or "true"/"false")."""
     if isinstance(value, bool) or value == "auto":
         return None if value == "auto" else value
@@ -60,15 +60,21 @@ def _integer_timesteps(value) -> bool | None:
     raise ValueError(f"sample.integer_timesteps must be 'auto', true or false, got {value!r}")
 
 
+def schedule_args(sample_config) -> tuple:
+    """Hashable ``make_schedule`` arguments ``(sampler, steps, shift, grid, integer_timesteps)`` of a config's
+    ``sample`` section (a static argument of compiled samplers)."""
+    return (
+        str(sample_config.sampler),
+        int(sample_config.steps),
+        float(sample_config.shift),
+        str(sample_config.sigma_grid),
+        parse_integer_timesteps(sample_config.integer_timesteps),
+    )
+
+
 def schedule_from_config(sample_config) -> Schedule:
     """The plan for a config's ``sample`` section."""
-    return make_schedule(
-        sample_config.sampler,
-        sample_config.steps,
-        sample_config.shift,
-        sample_config.sigma_grid,
-        _integer_timesteps(sample_config.integer_timesteps),
-    )
+    return make_schedule(*schedule_args(sample_config))
 
 
 def apply_cfg(velocity_pair: jax.Array, guidance_scale: float) -> jax.Array:

@@ -1,0 +1,24 @@
+"""World generation with a scene cache: the iteration plan, the chunked rollout, caches, depth, evaluation.
+
+``rollout(config, model, clip, num_frames, cache="latent"|"none"|"rgb")`` generates a video along a camera
+path; ``save_rollout`` writes it; ``evaluate`` compares the cache variants on procedural worlds.
+"""
+
+from mirage_jax.world.cache import CACHES
+from mirage_jax.world.depth import LatentDepthHead, depth_head_loss, make_depth_source
+from mirage_jax.world.outputs import save_rollout
+from mirage_jax.world.plan import Chunk, iteration_plan
+from mirage_jax.world.rollout import RolloutResult, check_inputs, rollout
+
+__all__ = [
+    "CACHES",
+    "Chunk",
+    "LatentDepthHead",
+    "RolloutResult",
+    "check_inputs",
+    "depth_head_loss",
+    "iteration_plan",
+    "make_depth_source",
+    "rollout",
+    "save_rollout",
+]

@@ -1,0 +1,71 @@
+"""Writing videos and images: mp4 through imageio-ffmpeg (H.264, yuv420p), PNG contact sheets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def to_uint8(frames) -> np.ndarray:
+    """``[..., 3]`` float in [-1, 1] (or uint8) -> uint8."""
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        return frames
+    return np.round((np.clip(frames.astype(np.float32), -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def write_mp4(path: str | Path, frames, fps: int = 16) -> Path:
+    """Writes ``frames [T, H, W, 3]`` (uint8 or [-1, 1]) to an H.264 mp4; odd sizes are padded by edge pixels."""
+    import imageio_ffmpeg  # noqa: PLC0415 (only needed when writing videos)
+
+    frames = to_uint8(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames: expected [T>0, H, W, 3], got {frames.shape}")
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8, macro_block_size=1,
+        ffmpeg_log_level="error",
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return path
+
+
+def read_mp4(path: str | Path) -> np.ndarray:
+    """Reads an mp4 back as uint8 ``[T, H, W, 3]`` (for tests and tools)."""
+    import imageio_ffmpeg  # noqa: PLC0415
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = reader.__next__()
+    w, h = meta["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])
+
+
+def write_png(path: str | Path, image) -> Path:
+    """Writes ``image [H, W, 3]`` (uint8 or [-1, 1]) as PNG."""
+    import imageio.v3 as iio  # noqa: PLC0415
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, to_uint8(image))
+    return path
+
+
+def contact_sheet(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
+    """Tiles equally sized images ``rows[r][c] [H, W, 3]`` into one uint8 image with white gaps."""
+    tiles = [[to_uint8(t) for t in row] for row in rows]
+    h, w = tiles[0][0].shape[:2]
+    cols = max(len(r) for r in tiles)
+    sheet = np.full((len(tiles) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for i, row in enumerate(tiles):
+        for j, tile in enumerate(row):
+            sheet[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = tile
+    return sheet
