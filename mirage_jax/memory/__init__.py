@@ -9,6 +9,7 @@ views. Everything is pure and ``jit``-compiled with static shapes.
 from mirage_jax.memory.downsample import downsample_depth
 from mirage_jax.memory.read import NEAR, read
 from mirage_jax.memory.references import References, rank_references, select_references, visible, voxel_iou
+from mirage_jax.memory.sharded import read_sharded, shard_memory, write_sharded
 from mirage_jax.memory.state import LatentMemory, bytes_per_point, init, memory_bytes, num_points
 from mirage_jax.memory.write import write
 
@@ -23,8 +24,11 @@ __all__ = [
     "num_points",
     "rank_references",
     "read",
+    "read_sharded",
     "select_references",
+    "shard_memory",
     "visible",
     "voxel_iou",
     "write",
+    "write_sharded",
 ]

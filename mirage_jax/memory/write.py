@@ -49,15 +49,17 @@ def lift(latents, depths, intrinsics, cam2world, keep, mode: str):
     return points, latents.reshape(-1, c), ok, frame
 
 
-def plan_insert(mem: LatentMemory, new_points, ok, frame, total_alive=jnp.sum, count=capacity.count_below):
+def plan_insert(mem: LatentMemory, new_points, ok, frame, total_alive=jnp.sum, count=capacity.count_below,
+                total_capacity: int | None = None):
     """Decides which old points survive and which new cells are taken.
 
     Returns ``(alive [N], take [M], take_rank [M] (rank among taken cells), write_id [M], n_new [])``.
 
     ``alive`` marks the old points that survive de-duplication and eviction. ``total_alive`` and ``count``
-    reduce over the point axis; a sharded caller passes versions that also sum over shards.
+    reduce over the point axis; a sharded caller passes versions that also sum over shards, and the
+    ``total_capacity`` of all shards.
     """
-    n = mem.capacity
+    n = mem.capacity if total_capacity is None else total_capacity
     table, ok = capacity.sort_new_voxels(capacity.voxel_keys(new_points, mem.voxel_size), ok, frame)
     rank = jnp.cumsum(ok, dtype=jnp.int32) - 1
     n_new = jnp.sum(ok, dtype=jnp.int32)
@@ -120,6 +122,4 @@ def write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep=None, 
         mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES
     )
     check_write_id_room(mem, latents.shape[0] * latents.shape[1] * latents.shape[2])
-    if keep is None:  # one compiled program whether or not a mask is given
-        keep = jnp.ones(depths.shape, bool)
     return _write(mem, latents, depths, intrinsics, cam2world, keep, depth_downsample)
