@@ -7,6 +7,7 @@ views. Everything is pure and ``jit``-compiled with static shapes.
 """
 
 from mirage_jax.memory.downsample import downsample_depth
+from mirage_jax.memory.io import from_geometry_npz, restore, save
 from mirage_jax.memory.read import NEAR, read
 from mirage_jax.memory.references import References, rank_references, select_references, visible, voxel_iou
 from mirage_jax.memory.sharded import read_sharded, shard_memory, write_sharded
@@ -19,12 +20,15 @@ __all__ = [
     "References",
     "bytes_per_point",
     "downsample_depth",
+    "from_geometry_npz",
     "init",
     "memory_bytes",
     "num_points",
     "rank_references",
     "read",
     "read_sharded",
+    "restore",
+    "save",
     "select_references",
     "shard_memory",
     "visible",
