@@ -83,11 +83,31 @@ def save_geometry_npz(path: str | os.PathLike, clip: dict, compress: bool = True
     return path
 
 
+def read_frames_beside(folder: Path) -> np.ndarray | None:
+    """Frames ``uint8 [N,H,W,3]`` stored next to a ``geometry.npz`` without a ``frames`` key, or None.
+
+    Looks (in this order) for ``clip.mp4``, a ``frames/`` folder of PNG/JPEG images (sorted by name) and
+    ``first_frame.png`` (the official fallbacks).
+    """
+    import imageio.v3 as iio
+
+    if (folder / "clip.mp4").is_file():
+        return np.asarray(iio.imread(folder / "clip.mp4", index=None))[..., :3]
+    images = sorted(p for p in (folder / "frames").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if images:
+        return np.stack([np.asarray(iio.imread(p))[..., :3] for p in images])
+    if (folder / "first_frame.png").is_file():
+        return np.asarray(iio.imread(folder / "first_frame.png"))[None, ..., :3]
+    return None
+
+
 def load_geometry_npz(path: str | os.PathLike) -> dict:
     """Loads and validates a ``geometry.npz`` (file, or folder holding one); returns the clip dict.
 
-    Without pickles (``allow_pickle=False``). Raises ``ValueError`` naming the key for missing keys, wrong
-    shapes, non-rigid poses or negative depth.
+    Without pickles (``allow_pickle=False``). When the npz has no ``frames`` key they are read from
+    ``clip.mp4`` / ``frames/`` / ``first_frame.png`` beside it; a single frame is repeated only if the clip has
+    one pose. Raises ``ValueError`` naming the key for missing keys, wrong shapes, non-rigid poses or negative
+    depth.
     """
     path = Path(path)
     if path.is_dir():
@@ -96,4 +116,8 @@ def load_geometry_npz(path: str | os.PathLike) -> dict:
         raise ValueError(f"geometry npz {str(path)!r} does not exist")
     with np.load(path, allow_pickle=False) as data:
         clip = {k: data[k] for k in data.files}
+    if "frames" not in clip:
+        frames = read_frames_beside(path.parent)
+        if frames is not None:
+            clip["frames"] = frames
     return validate_clip(clip, source=str(path))

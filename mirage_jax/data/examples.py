@@ -1,0 +1,158 @@
+"""One clip → one training example (DESIGN.md §7, notes/BATCH.md).
+
+For a clip of ``F`` frames (``F >= target_frames``): pick ``t0``; the ``Tl = 1 + (target_frames-1)//4`` latent
+targets are pixel frames ``t0 + 4i``; the ``P`` preceding latents are pixel frames ``t0 - 4P .. t0 - 4``;
+reference candidates are up to ``max_reference_candidates`` frames outside ``[t0 - 4P, t0 + target_frames)``
+(on the 4-frame grid), ranked by voxel IoU (from depth) with the target views by
+``mirage_jax.memory.select_references``. The memory is written from frame ``t0`` (its latent, depth, pose and
+static mask) and read at the target and preceding cameras. All random choices come from the ``rng`` that
+Grain's ``random_map`` derives from the seed and the element index, so an example is reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mirage_jax import geometry, memory
+from mirage_jax.data.sources import resize_clip
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleSpec:
+    """Sizes of a training example (from a config: :meth:`from_config`)."""
+
+    height: int
+    width: int
+    target_frames: int = 33
+    num_preceding: int = 2
+    max_preceding: int = 2
+    max_references: int = 4
+    max_reference_candidates: int = 8
+    reference_iou_threshold: float = 0.04
+    voxel_size: float = 0.1
+    memory_capacity: int = 16_384
+    depth_downsample: str = "bilinear"
+
+    @classmethod
+    def from_config(cls, config) -> ExampleSpec:
+        d, m, t = config.data, config.memory, config.train
+        if (d.target_frames - 1) % 4:
+            raise ValueError(f"config.data.target_frames: expected 4N+1, got {d.target_frames}")
+        return cls(height=d.height, width=d.width, target_frames=d.target_frames, num_preceding=m.num_preceding,
+                   max_preceding=min(t.max_preceding, m.num_preceding), max_references=m.max_references,
+                   max_reference_candidates=d.max_reference_candidates,
+                   reference_iou_threshold=m.reference_iou_threshold, voxel_size=m.voxel_size,
+                   memory_capacity=m.capacity, depth_downsample=m.depth_downsample)
+
+    @property
+    def num_targets(self) -> int:
+        return 1 + (self.target_frames - 1) // 4
+
+
+def fit_clip(clip: dict, height: int, width: int) -> dict:
+    """Resizes (nearest, keeping the aspect ratio, covering the target) and centre-crops a clip to ``height x
+    width``, with intrinsics adjusted (``scale_intrinsics``, then the principal point shifted by the crop)."""
+    _, h, w = clip["depths"].shape
+    if (h, w) == (height, width):
+        return clip
+    scale = max(height / h, width / w)
+    rh, rw = max(height, round(h * scale)), max(width, round(w * scale))
+    clip = resize_clip(clip, rh, rw)
+    top, left = (rh - height) // 2, (rw - width) // 2
+    out = dict(clip)
+    for key in ("frames", "depths", "masks"):
+        out[key] = clip[key][:, top:top + height, left:left + width]
+    k = np.array(clip["intrinsics"], np.float32)
+    k[:, 0, 2] -= left
+    k[:, 1, 2] -= top
+    out["intrinsics"] = k
+    return out
+
+
+def _encode_frames(latent_space, frames: np.ndarray) -> np.ndarray:
+    """uint8 ``[T,H,W,3]`` (T = 4N+1) → latents ``[1+(T-1)//4, h, w, C]`` float32 via ``latent_space.encode``."""
+    video = frames.astype(np.float32)[None] / 127.5 - 1.0
+    return np.asarray(latent_space.encode(video), np.float32)[0]
+
+
+def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: ExampleSpec, latent_space,
+                 text_encoder) -> dict:
+    """The BATCH.md example (without the batch axis) of ``clip``; see the module docstring."""
+    clip = fit_clip(clip, spec.height, spec.width)
+    frames, depths, masks = clip["frames"], clip["depths"], clip["masks"]
+    intrinsics, c2w = clip["intrinsics"], clip["poses_c2w"]
+    num_frames = frames.shape[0]
+    if num_frames < spec.target_frames:
+        raise ValueError(f"clip {clip_index}: {num_frames} frames, need at least target_frames={spec.target_frames}")
+    s = latent_space.spatial_factor
+    hw = (spec.height // s, spec.width // s)
+    k_lat = np.asarray(geometry.scale_intrinsics(intrinsics, (spec.height, spec.width), hw))
+    p, r, tl = spec.num_preceding, spec.max_references, spec.num_targets
+
+    t0 = int(rng.integers(0, num_frames - spec.target_frames + 1))
+    target_idx = t0 + 4 * np.arange(tl)
+    target_latents = _encode_frames(latent_space, frames[t0:t0 + spec.target_frames])
+
+    # Preceding: pixel frames t0-4P .. t0-4 (latent j <-> t0 - 4(P-j)); a random count keeps the last k.
+    prec_idx = t0 - 4 * np.arange(p, 0, -1)
+    available = int(np.sum(prec_idx >= 0))
+    keep_prec = int(rng.integers(0, min(spec.max_preceding, available) + 1))
+    preceding_mask = np.arange(p) >= p - keep_prec
+    preceding_latents = np.zeros((p,) + target_latents.shape[1:], np.float32)
+    if keep_prec:
+        first = t0 - 4 * keep_prec
+        preceding_latents[p - keep_prec:] = _encode_frames(latent_space, frames[first:first + 4 * keep_prec - 3])
+    prec_cams = np.where(prec_idx >= 0, prec_idx, t0)  # absent ones read at t0 (then zeroed)
+
+    # Memory from frame t0, read at the target and preceding cameras.
+    mem = memory.init(spec.memory_capacity, latent_space.channels)
+    mem = memory.write(mem, target_latents[:1], depths[t0:t0 + 1], intrinsics[t0:t0 + 1], c2w[t0:t0 + 1],
+                       masks[t0:t0 + 1], depth_downsample=spec.depth_downsample)
+    cams = np.concatenate([target_idx, prec_cams])
+    scene, hit = (np.asarray(a) for a in memory.read(mem, k_lat[cams], c2w[cams], hw))
+    scene, hit = scene.astype(np.float32), hit.copy()
+    scene[tl:][~preceding_mask] = 0.0
+    hit[tl:][~preceding_mask] = False
+    target_depth, ok = (np.asarray(a) for a in memory.downsample_depth(depths[target_idx], None, hw,
+                                                                       spec.depth_downsample))
+    target_depth = np.where(ok, target_depth, 0.0).astype(np.float32)
+
+    # References: candidates outside the preceding+target window, scored by voxel IoU from depth.
+    window = np.arange(max(0, t0 - 4 * p), t0 + spec.target_frames)
+    grid = np.setdiff1d(np.arange(t0 % 4, num_frames, 4), window)
+    reference_latents = np.zeros((r,) + target_latents.shape[1:], np.float32)
+    reference_mask = np.zeros(r, bool)
+    if grid.size:
+        pick = np.unique(np.round(np.linspace(0, grid.size - 1, min(grid.size, spec.max_reference_candidates))))
+        cand = grid[pick.astype(int)]
+        lift = np.concatenate([cand, target_idx])
+        lat_depth, lat_ok = (np.asarray(a) for a in memory.downsample_depth(depths[lift], masks[lift], hw,
+                                                                            spec.depth_downsample))
+        points = np.asarray(geometry.backproject_to_world(lat_depth, k_lat[lift], c2w[lift])).reshape(-1, 3)
+        refs = memory.select_references(points, k_lat[cand], c2w[cand], k_lat[target_idx], c2w[target_idx], hw,
+                                        valid=lat_ok.reshape(-1), k=r, threshold=spec.reference_iou_threshold,
+                                        voxel_size=spec.voxel_size)
+        chosen = np.asarray(refs.indices)
+        eligible = int(np.sum(chosen >= 0))
+        count = int(rng.integers(0, eligible + 1))
+        for j in range(count):  # at most R single-frame encodes
+            reference_latents[j] = _encode_frames(latent_space, frames[cand[chosen[j]]][None])[0]
+        reference_mask[:count] = True
+
+    context = np.asarray(text_encoder.encode([clip["caption"]]), np.float32)[0]
+    return {
+        "target_latents": target_latents,
+        "target_scene": scene[:tl],
+        "target_hit": hit[:tl],
+        "target_depth": target_depth,
+        "preceding_latents": preceding_latents,
+        "preceding_scene": scene[tl:],
+        "preceding_hit": hit[tl:],
+        "preceding_mask": preceding_mask,
+        "reference_latents": reference_latents,
+        "reference_mask": reference_mask,
+        "context": context,
+        "clip_index": np.int32(clip_index),
+    }

@@ -1,0 +1,114 @@
+"""The Grain input pipeline: clips → BATCH.md training batches, sharded by JAX process, checkpointable.
+
+Order (Grain Dataset API): ``MapDataset.source(clips).seed(S).shuffle()`` (the same global permutation on
+every process) → ``[process_index::process_count]`` (disjoint per-process shards) → ``repeat()`` →
+``random_map(make_example)`` (per-element RNG from the seed and the index: reproducible, resumable) →
+``batch(per_host_batch, drop_remainder=True)`` → ``to_iter_dataset(ReadOptions(...))`` with an explicit,
+bounded prefetch. The iterator's state is a few integers; save it with Orbax alongside the model::
+
+    ckpt.save(step, args=ocp.args.Composite(..., data=grain.checkpoint.CheckpointSave(it)))
+    ckpt.restore(step, args=ocp.args.Composite(..., data=grain.checkpoint.CheckpointRestore(it)))
+
+and the restored iterator yields exactly the batch that would have come next.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mirage_jax import sharding
+from mirage_jax.data import tfds_io
+from mirage_jax.data.examples import ExampleSpec, make_example
+from mirage_jax.data.pose_clips import pose_clips_dataset_builder as pcb
+
+BATCH_LOGICAL_AXES = ("batch",)
+
+
+def dataset_config(config) -> pcb.PoseClipsConfig:
+    """The procedural ``pose_clips`` config matching a training config's ``data`` section."""
+    d = config.data
+    return pcb.make_config("procedural", height=d.height, width=d.width, num_frames=d.clip_frames,
+                           num_clips=d.num_clips, num_test_clips=max(1, d.num_clips // 8),
+                           trajectories=tuple(d.trajectories), dynamic_objects=d.dynamic_objects, seed=config.seed)
+
+
+def clip_source(config, split: str = "train", progress=None):
+    """Random-access clip records for ``config.data``: procedural (built on first use, then reused) or a
+    prepared TFDS dataset folder (``config.data.source`` = the folder holding ``dataset_info.json``)."""
+    d = config.data
+    if d.source == "procedural":
+        ds_config = dataset_config(config)
+        tfds_io.build(ds_config, d.data_dir or None, progress=progress)
+        return tfds_io.data_source(ds_config, d.data_dir or None, split)
+    folder = Path(os.path.expanduser(d.source))
+    if not (folder / "dataset_info.json").is_file():
+        raise ValueError(f"config.data.source: expected 'procedural' or a prepared TFDS dataset folder (with "
+                         f"dataset_info.json), got {d.source!r}")
+    return tfds.builder_from_directory(str(folder)).as_data_source(split=split)
+
+
+class _MakeExample(grain.transforms.RandomMap):
+    """Grain transform: record → BATCH.md example (see ``examples.make_example``)."""
+
+    def __init__(self, spec: ExampleSpec, latent_space, text_encoder):
+        self.spec, self.latent_space, self.text_encoder = spec, latent_space, text_encoder
+
+    def random_map(self, record, rng: np.random.Generator):
+        clip = tfds_io.record_to_clip(record)
+        return make_example(clip, int(clip["clip_id"]), rng, self.spec, self.latent_space, self.text_encoder)
+
+
+def make_dataset(source, spec: ExampleSpec, latent_space, text_encoder, *, batch_size: int, seed: int,
+                 process_index: int, process_count: int, num_epochs: int | None = None) -> grain.MapDataset:
+    """The batched ``MapDataset`` of one process (``batch_size`` = per-process batch). See module docstring."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index: expected 0 <= index < process_count={process_count}, got {process_index}")
+    if len(source) < process_count:
+        raise ValueError(f"source: {len(source)} clips cannot be sharded over {process_count} processes")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1 per process, got {batch_size}")
+    ds = grain.MapDataset.source(source).seed(seed).shuffle()
+    ds = ds[process_index::process_count]
+    ds = ds.repeat(num_epochs)
+    ds = ds.random_map(_MakeExample(spec, latent_space, text_encoder))
+    return ds.batch(batch_size, drop_remainder=True)
+
+
+def make_train_iterator(config, latent_space, text_encoder, *, split: str = "train", process_index: int | None = None,
+                        process_count: int | None = None, source=None, num_threads: int = 2):
+    """The trainer's entry point: an infinite, checkpointable Grain ``DatasetIterator`` of BATCH.md dicts.
+
+    Each batch holds this process's ``config.train.batch_size // process_count`` examples (numpy); turn it
+    into global arrays with :func:`global_batch`. ``process_index/count`` default to JAX's (override them to
+    simulate hosts). ``source`` overrides the clip source (default :func:`clip_source`). Prefetch is bounded
+    by ``config.data.prefetch`` batches' worth of elements and ``num_threads`` threads.
+    """
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    if config.train.batch_size % pc:
+        raise ValueError(f"config.train.batch_size={config.train.batch_size} is not divisible by {pc} processes")
+    per_host = config.train.batch_size // pc
+    source = clip_source(config, split) if source is None else source
+    ds = make_dataset(source, ExampleSpec.from_config(config), latent_space, text_encoder, batch_size=per_host,
+                      seed=config.data.shuffle_seed, process_index=pi, process_count=pc)
+    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, config.data.prefetch))
+    return iter(ds.to_iter_dataset(read))
+
+
+def global_batch(batch: dict, mesh: jax.sharding.Mesh, rules=None) -> dict:
+    """Host-local batch → global ``jax.Array`` s sharded on the batch axis (``rules`` default: ``batch`` over
+    ``("data", "fsdp")``), via ``jax.make_array_from_process_local_data``."""
+    rules = rules if rules is not None else (("batch", ("data", "fsdp")),)
+
+    def put(x):
+        x = np.asarray(x)
+        spec = sharding.named_sharding(mesh, BATCH_LOGICAL_AXES + (None,) * (x.ndim - 1), rules)
+        return jax.make_array_from_process_local_data(spec, x)
+
+    return {k: put(v) for k, v in batch.items()}

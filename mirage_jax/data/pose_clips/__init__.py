@@ -1,0 +1,1 @@
+"""TFDS dataset ``pose_clips``: pose-annotated video clips stored as ArrayRecord (``tfds new`` layout)."""

@@ -1,0 +1,106 @@
+"""Clip sources for the TFDS builder: each yields ``(clip_id, clip)`` with a clip dict as in ``npz.validate_clip``.
+
+Three sources (DESIGN.md §7): procedural worlds (:mod:`mirage_jax.data.synthetic`), a folder of official
+``geometry.npz`` samples (one sample per sub-folder, frames in the npz or as ``clip.mp4`` / ``frames/``), and
+RealEstate10K-style camera files with frame folders (converted by ``geometry.from_realestate10k``). Clips
+whose size differs from the dataset's are resized (nearest neighbour, intrinsics rescaled), so every record of
+a dataset has the same frame size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mirage_jax import geometry
+from mirage_jax.data import synthetic
+from mirage_jax.data.npz import load_geometry_npz, validate_clip
+
+TEST_SEED_OFFSET = 1_000_000  # procedural test clips use seeds from here, disjoint from training seeds
+
+
+def resize_clip(clip: dict, height: int, width: int) -> dict:
+    """Nearest-neighbour resize of frames/depths/masks to ``height x width``; intrinsics rescaled to match.
+
+    Nearest (not bilinear) keeps depth exact: no mixing of foreground and background or of invalid zeros.
+    """
+    n, h, w = clip["depths"].shape
+    if (h, w) == (height, width):
+        return clip
+    # Pixel centres of the new grid in the old grid's coordinates, consistent with scale_intrinsics.
+    rows = np.clip(np.round(np.arange(height) * h / height).astype(int), 0, h - 1)
+    cols = np.clip(np.round(np.arange(width) * w / width).astype(int), 0, w - 1)
+    out = dict(clip)
+    for key in ("frames", "depths", "masks"):
+        out[key] = clip[key][:, rows][:, :, cols]
+    out["intrinsics"] = np.asarray(geometry.scale_intrinsics(clip["intrinsics"], (h, w), (height, width)))
+    return out
+
+
+def procedural_clips(num_clips: int, num_frames: int, height: int, width: int,
+                     trajectories: Sequence[str] = synthetic.TRAJECTORIES, dynamic_objects: int = 0,
+                     seed: int = 0) -> Iterator[tuple[int, dict]]:
+    """Clip ``i`` is world ``seed + i`` along ``trajectories[i % len(trajectories)]``."""
+    for i in range(num_clips):
+        traj = trajectories[i % len(trajectories)]
+        yield i, synthetic.render_clip(seed + i, num_frames, height, width, traj, dynamic_objects)
+
+
+def npz_folder_clips(input_dir: str | Path, height: int, width: int) -> Iterator[tuple[int, dict]]:
+    """Every ``geometry.npz`` under ``input_dir`` (sorted by path); a ``clip.txt`` beside it is the caption."""
+    paths = sorted(Path(input_dir).rglob("geometry.npz"))
+    if not paths:
+        raise ValueError(f"input_dir: no geometry.npz found under {str(input_dir)!r}")
+    for i, path in enumerate(paths):
+        clip = load_geometry_npz(path)
+        if not clip["caption"] and (path.parent / "clip.txt").is_file():
+            clip["caption"] = (path.parent / "clip.txt").read_text().strip()
+        yield i, resize_clip(clip, height, width)
+
+
+def read_realestate10k_cameras(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parses a RealEstate10K camera file: ``(timestamps [N] int64, normalised fx fy cx cy [N,4], w2c [N,12])``.
+
+    Format: first line the video URL, then one line per frame: ``timestamp fx fy cx cy 0 0`` and the 12 entries
+    of the 3x4 world-to-camera matrix, row-major.
+    """
+    lines = [ln.split() for ln in Path(path).read_text().splitlines()[1:] if ln.strip()]
+    if not lines or any(len(ln) != 19 for ln in lines):
+        raise ValueError(f"cameras file {str(path)!r}: expected a URL line, then rows of 19 numbers")
+    table = np.asarray(lines, np.float64)
+    return table[:, 0].astype(np.int64), table[:, 1:5], table[:, 7:19]
+
+
+def realestate10k_clips(cameras_dir: str | Path, frames_dir: str | Path, height: int, width: int,
+                        max_frames: int | None = None) -> Iterator[tuple[int, dict]]:
+    """RealEstate10K-style clips: ``cameras_dir/<clip>.txt`` with frames in ``frames_dir/<clip>/``.
+
+    Frames are images named by timestamp (``<timestamp>.png|jpg``) or, failing that, any images sorted by name
+    (one per camera row). No depth is available: depths are 0 (invalid), so the memory stores nothing from
+    these clips unless depth is added later; masks are all True. Caption: the clip name.
+    """
+    import imageio.v3 as iio
+
+    files = sorted(Path(cameras_dir).glob("*.txt"))
+    if not files:
+        raise ValueError(f"cameras_dir: no *.txt camera files under {str(cameras_dir)!r}")
+    for i, cam_file in enumerate(files):
+        stamps, norm_k, w2c = read_realestate10k_cameras(cam_file)
+        folder = Path(frames_dir) / cam_file.stem
+        images = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        by_stamp = {p.stem: p for p in images}
+        if all(str(s) in by_stamp for s in stamps):
+            images = [by_stamp[str(s)] for s in stamps]
+        elif len(images) != len(stamps):
+            raise ValueError(f"frames_dir: {str(folder)!r} has {len(images)} images for {len(stamps)} cameras")
+        if max_frames is not None:
+            images, norm_k, w2c = images[:max_frames], norm_k[:max_frames], w2c[:max_frames]
+        frames = np.stack([np.asarray(iio.imread(p))[..., :3] for p in images])
+        n, h, w = frames.shape[:3]
+        intrinsics, c2w = geometry.from_realestate10k(w2c, norm_k, (h, w), name=f"{cam_file.name}: w2c")
+        clip = validate_clip({"frames": frames, "depths": np.zeros((n, h, w), np.float32),
+                              "intrinsics": intrinsics, "poses_c2w": c2w, "caption": cam_file.stem},
+                             source=str(cam_file))
+        yield i, resize_clip(clip, height, width)
