@@ -39,15 +39,18 @@ class Views(NamedTuple):
     pix_hw: tuple
 
 
-def select_references(mem, views: Views, history_k, history_c2w, k: int, threshold: float, voxel_size: float):
-    """History latent indices (best first) whose view overlaps the targets by voxel IoU, and their IoUs."""
-    if k == 0 or len(history_k) == 0:
+def select_references(mem, views: Views, history_k, history_c2w, num_history: int, k: int, threshold: float,
+                      voxel_size: float):
+    """The first ``num_history`` of the history cameras ``history_k [F,3,3]`` (latent resolution), ``history_c2w
+    [F,4,4]`` are candidates (the rest pad ``F`` to a fixed size: one compiled selection per rollout).
+    Returns the chosen history latent indices (best first) and their voxel IoUs with the target views."""
+    if k == 0 or num_history == 0:
         return [], []
-    idx, iou = memory.select_references(
-        mem, jnp.asarray(views.k_lat), jnp.asarray(views.c2w), jnp.asarray(history_k), jnp.asarray(history_c2w),
-        views.lat_hw, k=k, threshold=threshold, voxel_size=voxel_size,
+    refs = memory.select_references(
+        mem, history_k, history_c2w, views.k_lat, views.c2w, views.lat_hw, k=k, threshold=threshold,
+        voxel_size=voxel_size, history_mask=np.arange(len(history_k)) < num_history,
     )
-    idx, iou = np.asarray(idx), np.asarray(iou)
+    idx, iou = np.asarray(refs.indices), np.asarray(refs.scores)
     keep = idx >= 0
     return [int(i) for i in idx[keep]], [float(v) for v in iou[keep]]
 
@@ -95,8 +98,9 @@ class PointCache:
         """Bytes of the whole fixed-capacity state (used or not)."""
         return memory.memory_bytes(self.state)
 
-    def references(self, views: Views, history_k, history_c2w, k: int, threshold: float, voxel_size: float):
-        return select_references(self.state, views, history_k, history_c2w, k, threshold, voxel_size)
+    def references(self, views: Views, history_k, history_c2w, num_history: int, k: int, threshold: float,
+                   voxel_size: float):
+        return select_references(self.state, views, history_k, history_c2w, num_history, k, threshold, voxel_size)
 
 
 class LatentCache(PointCache):

@@ -191,7 +191,7 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
     scenes = np.zeros_like(latents)
     hits = np.zeros((total, *lat_hw), bool)
     latents[0] = first_latent[0]
-    history_pose = start + 4 * np.arange(total)  # global latent j <-> pose of pixel frame start + 4j
+    history_pose = np.minimum(start + 4 * np.arange(total), len(poses) - 1)  # latent j <-> pose start + 4j
     video, chunk_videos, chunk_meta = [], [], []
     steps_bar = step_progress(int(sample.steps)) if progress else None
     for chunk in chunk_bar(plan, progress):
@@ -203,8 +203,7 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
         scene, hit = np.asarray(scene, np.float32), np.asarray(hit, bool)
 
         generated = chunk.latent_start + 1 if chunk.index else 0  # latents that exist before this chunk
-        hist = history_pose[:generated]
-        ref_idx, ref_iou = scene_cache.references(views, k_lat[hist], poses[hist], num_refs,
+        ref_idx, ref_iou = scene_cache.references(views, k_lat[history_pose], poses[history_pose], generated, num_refs,
                                                   float(mem_cfg.reference_iou_threshold), float(mem_cfg.voxel_size))
         prec_idx = _preceding_indices(chunk, num_prec)
         refs, ref_mask = _pad(latents[ref_idx[::-1]], num_refs, at_front=True)  # the best reference last

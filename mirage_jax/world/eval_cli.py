@@ -1,0 +1,46 @@
+"""``mirage-jax eval --config CONFIG --checkpoint DIR --out OUT [--trajectories revisit,loop] [--frames N]
+[--variants latent,none,rgb]``: the consistency evaluation of ``world.evaluate`` (``OUT/eval.json``, plots,
+contact sheets, videos), with its table printed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mirage_jax.world.loading import add_common_arguments, load_config_and_check, load_model
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--trajectories", type=_names, default=("revisit", "loop"), help="comma-separated paths")
+    parser.add_argument("--variants", type=_names, default=("latent", "none", "rgb"), help="caches to compare")
+    parser.add_argument("--frames", type=int, default=None, help="video length 4N+1 (default: 3 chunks)")
+    parser.add_argument("--world-seed", type=int, default=0, help="procedural world seed")
+    parser.add_argument("--no-videos", action="store_true", help="do not write the generated videos")
+
+
+def run(args) -> int:
+    from mirage_jax.world.evaluate import check_choices, evaluate, format_table  # noqa: PLC0415
+    from mirage_jax.world.plan import check_video_length  # noqa: PLC0415
+
+    try:
+        config, depth_source = load_config_and_check(args)
+        if args.frames is not None:
+            check_video_length(args.frames, "--frames")
+        check_choices(args.trajectories, args.variants)
+        if args.seed is not None:
+            config.sample.seed = args.seed
+        model, head = load_model(config, args, depth_source)
+        results = evaluate(config, model, args.out, trajectories=args.trajectories, num_frames=args.frames,
+                           seed=args.world_seed, variants=args.variants, depth_source=depth_source, depth_head=head,
+                           progress=not args.quiet, save_videos=not args.no_videos)
+    except ValueError as err:
+        print(f"mirage-jax eval: error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    print(f"wrote {args.out}/eval.json")
+    return 0

@@ -1,0 +1,203 @@
+"""Consistency evaluation on procedural worlds with ground truth: latent memory vs no memory vs RGB cache.
+
+For each trajectory (``revisit``, ``loop``: paths that come back) a clip is rendered with exact depth, the
+model generates the video from its first frame along its poses with every cache variant (identical model,
+seed, poses and write-back depth), and each variant is scored:
+
+- **revisit consistency** — frames where the camera returns (``revisit_pairs``: a later frame within
+  ``REVISIT_M`` metres and ``REVISIT_DEG`` degrees of an earlier frame generated at least a chunk before):
+  PSNR / SSIM of the later frame against the first visit (``revisit_psnr``, ``revisit_ssim``) and against the
+  ground-truth render (``revisit_psnr_gt``, ``revisit_ssim_gt``);
+- **memory-read fidelity** — the scene latent each latent was generated with vs the ground-truth latent
+  (the encoded render) on the cells the cache hit (``read_psnr``, ``read_hit_fraction``);
+- **camera following** — PSNR / SSIM against the ground truth over all frames (``follow_psnr``,
+  ``follow_ssim``), and per chunk (``chunk_psnr``);
+- **cost** — ``cache_bytes`` (bytes of the stored points after each chunk), ``cache_read_s`` (cache read,
+  plus render + encode for the RGB cache, per chunk), ``seconds_per_frame`` (median over all chunks of all
+  trajectories: the median keeps the first chunk's compilation out) and ``seconds_per_frame_per_chunk``.
+
+Per-chunk lists are averaged over trajectories; scalar metrics are means over trajectories, and every
+trajectory's own numbers are under ``"trajectories"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mirage_jax.data.synthetic import TRAJECTORIES as SYNTHETIC_TRAJECTORIES
+from mirage_jax.data.synthetic import render_clip
+from mirage_jax.models.latent_space import make_latent_space
+from mirage_jax.world.cache import CACHES
+from mirage_jax.world.metrics import masked_latent_error, psnr, ssim
+from mirage_jax.world.outputs import save_rollout
+from mirage_jax.world.rollout import rollout
+from mirage_jax.world.video import contact_sheet, write_png
+
+TRAJECTORIES = ("revisit", "loop")
+REVISIT_M = 0.15
+REVISIT_DEG = 10.0
+PER_CHUNK = ("cache_bytes", "cache_read_s", "seconds_per_frame_per_chunk", "chunk_psnr", "hit_fraction")
+
+
+def check_choices(trajectories: Sequence[str], variants: Sequence[str]) -> None:
+    """``ValueError`` unless the trajectories are procedural paths and the variants are caches."""
+    bad = [t for t in trajectories if t not in SYNTHETIC_TRAJECTORIES]
+    if bad or not trajectories:
+        raise ValueError(f"trajectories: unknown {bad or 'none given'}; choose from {SYNTHETIC_TRAJECTORIES}")
+    bad = [v for v in variants if v not in CACHES]
+    if bad or not variants:
+        raise ValueError(f"variants: unknown {bad or 'none given'}; choose from {CACHES}")
+
+
+def revisit_pairs(poses: np.ndarray, min_gap: int, max_m: float = REVISIT_M, max_deg: float = REVISIT_DEG):
+    """``[(i, j)]``: frame ``i`` returns to the earliest frame ``j <= i - min_gap`` within ``max_m`` metres
+    and ``max_deg`` degrees of viewing direction. ``poses [N,4,4]`` c2w."""
+    centres = poses[:, :3, 3]
+    forward = poses[:, :3, 2]
+    dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    angle = np.degrees(np.arccos(np.clip(np.einsum("ic,jc->ij", forward, forward), -1, 1)))
+    close = (dist <= max_m) & (angle <= max_deg)
+    pairs = []
+    for i in range(len(poses)):
+        earlier = np.nonzero(close[i, : max(0, i - min_gap + 1)])[0]
+        if len(earlier):
+            pairs.append((i, int(earlier[0])))
+    return pairs
+
+
+def default_num_frames(chunk_frames: int, chunks: int = 3) -> int:
+    """Frames of a rollout of ``chunks`` full chunks."""
+    return chunk_frames + (chunks - 1) * (chunk_frames - 1)
+
+
+def score_rollout(result, clip: dict, gt_latents: np.ndarray, chunk_frames: int) -> dict:
+    """All metrics of one rollout against its ground-truth clip."""
+    n = len(result.video)
+    gt = clip["frames"][:n]
+    pairs = revisit_pairs(np.asarray(clip["poses_c2w"][:n]), chunk_frames - 1)
+    later = [i for i, _ in pairs]
+    first = [j for _, j in pairs]
+    frame_psnr = psnr(result.video, gt)
+    hits = result.hits[1:]
+    read = masked_latent_error(result.scenes[1:], gt_latents[1 : len(result.scenes)], hits)
+    out = {
+        "revisit_pairs": len(pairs),
+        "revisit_frames": later,
+        "revisit_psnr": float(np.mean(psnr(result.video[later], result.video[first]))) if pairs else float("nan"),
+        "revisit_ssim": float(np.mean(ssim(result.video[later], result.video[first]))) if pairs else float("nan"),
+        "revisit_psnr_gt": float(np.mean(frame_psnr[later])) if pairs else float("nan"),
+        "revisit_ssim_gt": float(np.mean(ssim(result.video[later], gt[later]))) if pairs else float("nan"),
+        "read_psnr": read["psnr"],
+        "read_hit_fraction": read["hit_fraction"],
+        "follow_psnr": float(np.mean(frame_psnr)),
+        "follow_ssim": float(np.mean(ssim(result.video, gt))),
+        "chunk_psnr": [float(np.mean(frame_psnr[c["output_frames"][0]: c["output_frames"][1]])) for c in result.chunks],
+        "hit_fraction": [c["hit_fraction"] for c in result.chunks],
+        "cache_bytes": [c["cache_bytes"] for c in result.chunks],
+        "cache_read_s": [c["timings_s"]["cache_read"] for c in result.chunks],
+        "seconds_per_frame_per_chunk": [c["seconds_per_frame"] for c in result.chunks],
+        "references": [c["references"] for c in result.chunks],
+    }
+    return out
+
+
+def _aggregate(per_traj: dict) -> dict:
+    """Means over trajectories (per-chunk lists element-wise), the median seconds per frame over all chunks."""
+    runs = list(per_traj.values())
+    scalars = [k for k, v in runs[0].items() if isinstance(v, float)]
+    out = {k: float(np.nanmean([r[k] for r in runs])) if any(np.isfinite(r[k]) for r in runs) else float("nan")
+           for k in scalars}
+    for key in PER_CHUNK:
+        length = min(len(r[key]) for r in runs)
+        out[key] = [float(np.mean([r[key][c] for r in runs])) for c in range(length)]
+    out["cache_bytes"] = [int(round(v)) for v in out["cache_bytes"]]
+    out["seconds_per_frame"] = float(np.median([s for r in runs for s in r["seconds_per_frame_per_chunk"]]))
+    out["trajectories"] = per_traj
+    return out
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table of the headline metrics, one row per variant."""
+    cols = [("revisit_psnr", "revisit PSNR", ".2f"), ("revisit_ssim", "revisit SSIM", ".3f"),
+            ("revisit_psnr_gt", "revisit PSNR(GT)", ".2f"), ("read_psnr", "read PSNR", ".2f"),
+            ("follow_psnr", "follow PSNR", ".2f"), ("seconds_per_frame", "s/frame", ".4f")]
+    header = f"{'variant':<8}" + "".join(f"{name:>18}" for _, name, _ in cols) + f"{'cache MiB (last)':>18}"
+    lines = [header, "-" * len(header)]
+    for variant, r in results.items():
+        cells = "".join(f"{format(r[k], fmt):>18}" for k, _, fmt in cols)
+        lines.append(f"{variant:<8}{cells}{r['cache_bytes'][-1] / 2**20:>18.3f}")
+    return "\n".join(lines)
+
+
+def plot_metrics(results: dict, out_dir: Path) -> list[str]:
+    """One PNG per per-chunk metric (a line per variant); returns the paths."""
+    import matplotlib  # noqa: PLC0415
+    import matplotlib.ticker  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key in PER_CHUNK:
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+        for variant, r in results.items():
+            values = np.asarray(r[key], float) / (2**20 if key == "cache_bytes" else 1)
+            ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=variant)
+        ax.set_xlabel("chunk")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(key.replace("cache_bytes", "cache MiB"))
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{key}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def evaluate(config, model, out_dir: str | Path, *, trajectories: Sequence[str] = TRAJECTORIES,
+             num_frames: int | None = None, seed: int = 0, variants: Sequence[str] = CACHES,
+             depth_source="geometry", depth_head=None, progress: bool = True, save_videos: bool = True) -> dict:
+    """Runs every variant on every trajectory; writes ``eval.json``, ``eval.txt`` (the table), ``plots/<metric>.png``,
+    ``revisit_<trajectory>.png`` (ground truth first visit | ground truth revisit | each variant's revisit frame)
+    and, with ``save_videos``, each rollout under ``<trajectory>/<variant>/``.
+
+    Returns ``{variant: metrics}`` (the content of ``OUT/eval.json``), each with at least ``revisit_psnr``,
+    ``revisit_ssim``, ``seconds_per_frame`` and ``cache_bytes`` (one value per chunk).
+    """
+    check_choices(trajectories, variants)
+    chunk_frames = int(config.sample.chunk_frames)
+    num_frames = default_num_frames(chunk_frames) if num_frames is None else num_frames
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    space = make_latent_space(config)
+    hw = (int(config.data.height), int(config.data.width))
+    per_variant: dict = {v: {} for v in variants}
+    for trajectory in trajectories:
+        clip = render_clip(seed, num_frames, *hw, trajectory)
+        gt_latents = np.asarray(space.encode(clip["frames"][None].astype(np.float32) / 127.5 - 1.0))[0]
+        results = {}
+        for variant in variants:
+            result = rollout(config, model, clip, num_frames, cache=variant, depth_source=depth_source,
+                             depth_head=depth_head, progress=progress)
+            results[variant] = result
+            per_variant[variant][trajectory] = score_rollout(result, clip, gt_latents, chunk_frames)
+            if save_videos:
+                save_rollout(result, out / trajectory / variant, config, fps=int(config.sample.fps),
+                             extra={"scores": per_variant[variant][trajectory]})
+        pairs = revisit_pairs(clip["poses_c2w"][:num_frames], chunk_frames - 1)
+        i, j = pairs[-1] if pairs else (num_frames - 1, 0)
+        sheet = contact_sheet([[clip["frames"][j], clip["frames"][i]] + [results[v].video[i] for v in variants]])
+        write_png(out / f"revisit_{trajectory}.png", sheet)
+    metrics = {variant: _aggregate(per_variant[variant]) for variant in variants}
+    plot_metrics(metrics, out / "plots")
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2))
+    (out / "eval.txt").write_text(format_table(metrics) + "\n")
+    return metrics
