@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -75,34 +76,45 @@ def to_flax_layout(value: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarr
     return value.reshape(-1)
 
 
-def load_into(vae: WanVAE, tensors: Iterable[tuple[str, np.ndarray]], *, original_names: bool) -> WanVAE:
-    """Strictly loads ``(name, torch-layout array)`` pairs into ``vae`` (in place); returns it."""
-    state = nnx.state(vae, nnx.Param)
-    flat = {tuple(path): var for path, var in nnx.to_flat_state(state)}
+def load_strict(module: nnx.Module, tensors: Iterable[tuple[str, np.ndarray]], to_path, to_layout, what: str):
+    """Strictly loads named torch-layout arrays into ``module``'s ``nnx.Param`` s (in place); returns it.
+
+    ``to_path(name) -> state path tuple`` (``None``: no such parameter); ``to_layout(value, target_shape)``
+    converts the array. Missing, unexpected and shape-mismatched names are listed together in one ``ValueError``.
+    """
+    flat = {tuple(path): var for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param))}
     seen, unexpected, mismatched = set(), [], []
     for name, value in tensors:
-        key = original_to_diffusers(name, vae.cfg.num_res_blocks) if original_names else name
-        path = diffusers_to_path(key)
+        path = to_path(name)
         if path not in flat:
             unexpected.append(name)
             continue
         target = flat[path]
-        converted = to_flax_layout(value, target.value.shape)
+        converted = to_layout(value, target.value.shape)
         if converted.shape != target.value.shape:
             mismatched.append(f"{name}: {tuple(np.shape(value))} -> {converted.shape}, expected {target.value.shape}")
             continue
-        target.value = converted
+        target.value = jnp.asarray(converted)
         seen.add(path)
     missing = [".".join(map(str, p)) for p in flat if p not in seen]
     if missing or unexpected or mismatched:
         raise ValueError(
-            "VAE checkpoint does not match the model:\n"
+            f"{what} checkpoint does not match the model:\n"
             f"  missing ({len(missing)}): {missing[:20]}\n"
             f"  unexpected ({len(unexpected)}): {unexpected[:20]}\n"
             f"  shape mismatches ({len(mismatched)}): {mismatched[:20]}"
         )
-    nnx.update(vae, nnx.State.from_flat_path(flat))
-    return vae
+    nnx.update(module, nnx.State.from_flat_path(flat))
+    return module
+
+
+def load_into(vae: WanVAE, tensors: Iterable[tuple[str, np.ndarray]], *, original_names: bool) -> WanVAE:
+    """Strictly loads ``(name, torch-layout array)`` pairs (original or diffusers names) into ``vae``."""
+
+    def to_path(name: str) -> tuple:
+        return diffusers_to_path(original_to_diffusers(name, vae.cfg.num_res_blocks) if original_names else name)
+
+    return load_strict(vae, tensors, to_path, to_flax_layout, "VAE")
 
 
 def _read_pth(path: Path) -> Mapping[str, np.ndarray]:
@@ -117,19 +129,22 @@ def _read_pth(path: Path) -> Mapping[str, np.ndarray]:
     return {k: v.float().numpy() for k, v in state.items()}
 
 
+def read_state(source: str | Path) -> dict[str, np.ndarray]:
+    """All tensors (float32 numpy) of a ``.pth`` (weights_only), a safetensors file, or a folder of shards."""
+    source = Path(source)
+    if source.suffix in (".pth", ".pt", ".ckpt"):
+        return dict(_read_pth(source))
+    if not source.exists():
+        raise ValueError(f"--source {str(source)!r} does not exist")
+    return {name: np.asarray(file[name], np.float32) for name, file in open_checkpoint(source).items()}
+
+
 def read_tensors(source: str | Path) -> tuple[dict[str, np.ndarray], bool]:
-    """All tensors of a ``.pth`` / safetensors file / diffusers folder, and whether names are original."""
+    """All tensors of a VAE ``.pth`` / safetensors file / diffusers folder, and whether names are original."""
     source = Path(source)
     if source.is_dir() and (source / "diffusion_pytorch_model.safetensors").exists():
         source = source / "diffusion_pytorch_model.safetensors"
-    if source.suffix in (".pth", ".pt", ".ckpt"):
-        tensors = dict(_read_pth(source))
-    elif source.exists():
-        tensors = {}
-        for name, file in open_checkpoint(source).items():
-            tensors[name] = np.asarray(file[name], np.float32)
-    else:
-        raise ValueError(f"--source {str(source)!r} does not exist")
+    tensors = read_state(source)
     original = any(k.removeprefix("model.").startswith(("encoder.downsamples", "decoder.upsamples")) for k in tensors)
     return tensors, original
 
@@ -137,7 +152,7 @@ def read_tensors(source: str | Path) -> tuple[dict[str, np.ndarray], bool]:
 def config_from_diffusers(config: Mapping) -> VAEConfig:
     """``VAEConfig`` from a diffusers ``AutoencoderKLWan`` ``config.json`` (2.2 layout required)."""
     if not config.get("is_residual") or config.get("patch_size") != 2:
-        raise ValueError("AutoencoderKLWan config: only the Wan2.2 layout (is_residual=True, patch_size=2) is supported")
+        raise ValueError("AutoencoderKLWan config: only the Wan2.2 layout (is_residual, patch_size 2) is supported")
     base = config.get("base_dim", 96)
     return VAEConfig(
         base_dim=base,
@@ -154,7 +169,7 @@ def from_diffusers(folder: str | Path) -> tuple[WanVAE, VAEConfig]:
     folder = Path(folder)
     cfg = config_from_diffusers(json.loads((folder / "config.json").read_text()))
     tensors, original = read_tensors(folder)
-    return load_into(WanVAE(cfg, rngs=nnx.Rngs(0)), tensors.items(), original_names=original), cfg
+    return load_into(WanVAE(cfg), tensors.items(), original_names=original), cfg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = VAEConfig(base_dim=args.base_dim, decoder_base_dim=args.decoder_base_dim, z_dim=args.z_dim)
         tensors, original = read_tensors(source)
-        vae = load_into(WanVAE(cfg, rngs=nnx.Rngs(0)), tensors.items(), original_names=original)
+        vae = load_into(WanVAE(cfg), tensors.items(), original_names=original)
     save(vae, args.out)
     print(f"wrote {args.out}: Wan2.2 VAE {cfg}")
     return 0

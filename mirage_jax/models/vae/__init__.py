@@ -1,6 +1,6 @@
 """The Wan2.2 video VAE in Flax NNX (channels-last): model, Orbax save/load, tiling.
 
-``WanVAE(VAEConfig(...), rngs=...)``: ``encode(video) -> normalised latents``, ``decode(latents) -> video``
+``WanVAE(VAEConfig(...), seed)``: ``encode(video) -> normalised latents``, ``decode(latents) -> video``
 (:mod:`mirage_jax.models.vae.model`); ``decode_tiled`` / ``encode_tiled`` (:mod:`.tiling`); ``save(vae, dir)``,
 ``load(dir)``, ``load_or_init(config.latent.vae)``.
 """
@@ -15,41 +15,54 @@ from flax import nnx
 
 from mirage_jax.models.vae.model import VAEConfig, WanVAE
 
-__all__ = ["VAEConfig", "WanVAE", "load", "load_or_init", "save"]
+__all__ = ["VAEConfig", "WanVAE", "load", "load_or_init", "read_config", "restore_params", "save", "save_params"]
 
 
-def save(vae: WanVAE, directory: str | Path) -> None:
-    """Writes ``directory/state`` (Orbax, the parameters) and ``directory/vae_config.json``."""
+def save_params(module: nnx.Module, directory: str | Path, config: dict, config_name: str) -> None:
+    """Writes ``directory/state`` (Orbax, the module's ``nnx.Param`` state) and ``directory/<config_name>``."""
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vae_config.json").write_text(json.dumps(dataclasses.asdict(vae.cfg)))
+    (directory / config_name).write_text(json.dumps(config))
     with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(directory / "state", nnx.state(vae, nnx.Param), force=True)
+        ckpt.save(directory / "state", nnx.state(module, nnx.Param), force=True)
+
+
+def read_config(directory: str | Path, config_name: str, field: str) -> dict:
+    """The JSON config written by :func:`save_params` (lists turned to tuples); ``field`` names the setting."""
+    path = Path(directory).resolve() / config_name
+    if not path.is_file():
+        raise ValueError(f"{field}: {str(path.parent)!r} has no {config_name} (write one with mirage-jax convert)")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items()}
+
+
+def restore_params(abstract: nnx.Module, directory: str | Path) -> nnx.Module:
+    """Restores ``directory/state`` into a module built with abstract (``ShapeDtypeStruct``) parameters."""
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+
+    graphdef, state = nnx.split(abstract, nnx.Param)
+    with ocp.StandardCheckpointer() as ckpt:
+        state = ckpt.restore(Path(directory).resolve() / "state", state)
+    return nnx.merge(graphdef, state)
+
+
+def save(vae: WanVAE, directory: str | Path) -> None:
+    """Writes ``directory/state`` (Orbax) and ``directory/vae_config.json``."""
+    save_params(vae, directory, dataclasses.asdict(vae.cfg), "vae_config.json")
 
 
 def load(directory: str | Path) -> WanVAE:
     """Reads a directory written by :func:`save` (e.g. by ``mirage-jax convert vae``)."""
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
-    directory = Path(directory).resolve()
-    if not (directory / "vae_config.json").is_file():
-        raise ValueError(f"config.latent.vae.checkpoint: {str(directory)!r} has no vae_config.json")
-    raw = json.loads((directory / "vae_config.json").read_text())
-    cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    vae = nnx.eval_shape(lambda: WanVAE(cfg, rngs=nnx.Rngs(0)))
-    graphdef, abstract = nnx.split(vae, nnx.Param)
-    with ocp.StandardCheckpointer() as ckpt:
-        state = ckpt.restore(directory / "state", abstract)
-    return nnx.merge(graphdef, state)
+    cfg = VAEConfig(**read_config(directory, "vae_config.json", "config.latent.vae.checkpoint"))
+    return restore_params(WanVAE(cfg, seed=None), directory)
 
 
 def load_or_init(vae_config, seed: int = 0) -> WanVAE:
     """``config.latent.vae`` → the converted checkpoint if ``checkpoint`` is set, else random init (sizes checked)."""
     cfg = VAEConfig.from_config(vae_config)
     if not vae_config.checkpoint:
-        return WanVAE(cfg, rngs=nnx.Rngs(seed))
+        return WanVAE(cfg, seed)
     vae = load(vae_config.checkpoint)
     if vae.cfg != cfg:
         raise ValueError(f"config.latent.vae sizes {cfg} differ from the checkpoint's {vae.cfg}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mirage_jax.models.vae.cache import ChunkCache
@@ -19,11 +20,30 @@ _CONV3D_DIMS = ("NDHWC", "DHWIO", "NDHWC")
 _CONV2D_DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _init_kernel(rngs: nnx.Rngs, shape: tuple[int, ...]) -> nnx.Param:
-    fan_in = 1
-    for d in shape[:-1]:
-        fan_in *= d
-    return nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32) / jnp.sqrt(fan_in))
+class Init:
+    """Parameter initialiser: scaled normal kernels, zero biases, unit gammas, drawn with numpy (host).
+
+    ``Init(None)`` gives abstract parameters (``jax.ShapeDtypeStruct``) to restore a checkpoint into without
+    materialising random weights. Host numpy avoids compiling one XLA RNG program per parameter shape.
+    """
+
+    def __init__(self, seed: int | None = 0):
+        self._gen = None if seed is None else np.random.default_rng(seed)
+
+    def _param(self, shape, fill) -> nnx.Param:
+        if self._gen is None:
+            return nnx.Param(jax.ShapeDtypeStruct(tuple(shape), jnp.float32))
+        return nnx.Param(jnp.asarray(fill(tuple(shape)), jnp.float32))
+
+    def kernel(self, shape) -> nnx.Param:
+        fan_in = int(np.prod(shape[:-1]))
+        return self._param(shape, lambda s: self._gen.standard_normal(s, np.float32) / np.sqrt(fan_in))
+
+    def zeros(self, shape) -> nnx.Param:
+        return self._param(shape, lambda s: np.zeros(s, np.float32))
+
+    def ones(self, shape) -> nnx.Param:
+        return self._param(shape, lambda s: np.ones(s, np.float32))
 
 
 class CausalConv3d(nnx.Module):
@@ -33,10 +53,10 @@ class CausalConv3d(nnx.Module):
     its (cache-extended) input as its cache slot; ``kt = 1`` layers (shortcuts, quant convs) keep nothing.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, kernel=(3, 3, 3), *, rngs: nnx.Rngs):
+    def __init__(self, in_dim: int, out_dim: int, kernel=(3, 3, 3), *, init: Init):
         self.kernel_size = tuple(kernel)
-        self.kernel = _init_kernel(rngs, (*self.kernel_size, in_dim, out_dim))
-        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+        self.kernel = init.kernel((*self.kernel_size, in_dim, out_dim))
+        self.bias = init.zeros((out_dim,))
 
     def extend(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         """``x [B, T, ...]`` with the previous chunk's ``kt-1`` frames (zeros on the first chunk) in front."""
@@ -66,9 +86,9 @@ class CausalConv3d(nnx.Module):
 class PointwiseConv(nnx.Module):
     """A 1×1(×1) conv = a dense layer over channels: ``kernel [in, out]``, ``bias [out]``."""
 
-    def __init__(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs):
-        self.kernel = _init_kernel(rngs, (in_dim, out_dim))
-        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+    def __init__(self, in_dim: int, out_dim: int, *, init: Init):
+        self.kernel = init.kernel((in_dim, out_dim))
+        self.bias = init.zeros((out_dim,))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
@@ -77,11 +97,11 @@ class PointwiseConv(nnx.Module):
 class Conv2d(nnx.Module):
     """Per-frame 3×3 conv on ``[B, T, H, W, C]``: ``kernel [3, 3, in, out]``; ``padding`` as lax pairs."""
 
-    def __init__(self, in_dim: int, out_dim: int, *, stride: int = 1, padding=((1, 1), (1, 1)), rngs: nnx.Rngs):
+    def __init__(self, in_dim: int, out_dim: int, *, stride: int = 1, padding=((1, 1), (1, 1)), init: Init):
         self.stride = stride
         self.padding = tuple(tuple(p) for p in padding)
-        self.kernel = _init_kernel(rngs, (3, 3, in_dim, out_dim))
-        self.bias = nnx.Param(jnp.zeros((out_dim,), jnp.float32))
+        self.kernel = init.kernel((3, 3, in_dim, out_dim))
+        self.bias = init.zeros((out_dim,))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t = x.shape[:2]
@@ -96,8 +116,8 @@ class Conv2d(nnx.Module):
 class RMSNorm(nnx.Module):
     """Wan VAE norm: ``x / max(||x||₂, 1e-12) · √C · γ`` per voxel over channels (L2 normalise, not eps-in-sqrt)."""
 
-    def __init__(self, dim: int):
-        self.gamma = nnx.Param(jnp.ones((dim,), jnp.float32))
+    def __init__(self, dim: int, *, init: Init):
+        self.gamma = init.ones((dim,))
         self.scale = float(dim) ** 0.5
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -110,12 +130,12 @@ class RMSNorm(nnx.Module):
 class ResidualBlock(nnx.Module):
     """``conv2(silu(norm2(conv1(silu(norm1(x)))))) + shortcut(x)``; two cached causal 3×3×3 convs."""
 
-    def __init__(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs):
-        self.norm1 = RMSNorm(in_dim)
-        self.conv1 = CausalConv3d(in_dim, out_dim, rngs=rngs)
-        self.norm2 = RMSNorm(out_dim)
-        self.conv2 = CausalConv3d(out_dim, out_dim, rngs=rngs)
-        self.conv_shortcut = PointwiseConv(in_dim, out_dim, rngs=rngs) if in_dim != out_dim else None
+    def __init__(self, in_dim: int, out_dim: int, *, init: Init):
+        self.norm1 = RMSNorm(in_dim, init=init)
+        self.conv1 = CausalConv3d(in_dim, out_dim, init=init)
+        self.norm2 = RMSNorm(out_dim, init=init)
+        self.conv2 = CausalConv3d(out_dim, out_dim, init=init)
+        self.conv_shortcut = PointwiseConv(in_dim, out_dim, init=init) if in_dim != out_dim else None
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         h = x if self.conv_shortcut is None else self.conv_shortcut(x)
@@ -127,10 +147,10 @@ class ResidualBlock(nnx.Module):
 class AttentionBlock(nnx.Module):
     """Single-head spatial self-attention per frame over ``H·W`` tokens; q, k, v are channel thirds of to_qkv."""
 
-    def __init__(self, dim: int, *, rngs: nnx.Rngs):
-        self.norm = RMSNorm(dim)
-        self.to_qkv = PointwiseConv(dim, 3 * dim, rngs=rngs)
-        self.proj = PointwiseConv(dim, dim, rngs=rngs)
+    def __init__(self, dim: int, *, init: Init):
+        self.norm = RMSNorm(dim, init=init)
+        self.to_qkv = PointwiseConv(dim, 3 * dim, init=init)
+        self.proj = PointwiseConv(dim, dim, init=init)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
@@ -143,9 +163,9 @@ class AttentionBlock(nnx.Module):
 class MidBlock(nnx.Module):
     """resnet → attention → resnet."""
 
-    def __init__(self, dim: int, *, rngs: nnx.Rngs):
-        self.resnets = nnx.List([ResidualBlock(dim, dim, rngs=rngs), ResidualBlock(dim, dim, rngs=rngs)])
-        self.attentions = nnx.List([AttentionBlock(dim, rngs=rngs)])
+    def __init__(self, dim: int, *, init: Init):
+        self.resnets = nnx.List([ResidualBlock(dim, dim, init=init), ResidualBlock(dim, dim, init=init)])
+        self.attentions = nnx.List([AttentionBlock(dim, init=init)])
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         x = self.resnets[0](x, cache)
@@ -160,9 +180,9 @@ class Downsample(nnx.Module):
     run it on ``[last cached frame, x]`` (4 → 2, 2 → 1 frames) and cache x's last frame.
     """
 
-    def __init__(self, dim: int, temporal: bool, *, rngs: nnx.Rngs):
-        self.resample = Conv2d(dim, dim, stride=2, padding=((0, 1), (0, 1)), rngs=rngs)
-        self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), rngs=rngs) if temporal else None
+    def __init__(self, dim: int, temporal: bool, *, init: Init):
+        self.resample = Conv2d(dim, dim, stride=2, padding=((0, 1), (0, 1)), init=init)
+        self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), init=init) if temporal else None
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         x = self.resample(x)
@@ -181,9 +201,9 @@ class Upsample(nnx.Module):
     Temporal first chunk: the time conv is skipped (1 frame stays 1) and its cache starts as zeros.
     """
 
-    def __init__(self, dim: int, out_dim: int, temporal: bool, *, rngs: nnx.Rngs):
-        self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), rngs=rngs) if temporal else None
-        self.resample = Conv2d(dim, out_dim, rngs=rngs)
+    def __init__(self, dim: int, out_dim: int, temporal: bool, *, init: Init):
+        self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), init=init) if temporal else None
+        self.resample = Conv2d(dim, out_dim, init=init)
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         if self.time_conv is not None:
@@ -226,13 +246,13 @@ def dup_up(x: jax.Array, out_dim: int, factor_t: int, factor_s: int, first_chunk
 class DownBlock(nnx.Module):
     """Residual down block: resnets → downsampler, plus the parameter-free AvgDown3D shortcut of the input."""
 
-    def __init__(self, in_dim, out_dim, num_res_blocks, temporal: bool, down: bool, *, rngs: nnx.Rngs):
+    def __init__(self, in_dim, out_dim, num_res_blocks, temporal: bool, down: bool, *, init: Init):
         self.out_dim = out_dim
         self.factor_t = 2 if temporal else 1
         self.factor_s = 2 if down else 1
         dims = [in_dim] + [out_dim] * num_res_blocks
-        self.resnets = nnx.List([ResidualBlock(a, o, rngs=rngs) for a, o in zip(dims[:-1], dims[1:])])
-        self.downsampler = Downsample(out_dim, temporal, rngs=rngs) if down else None
+        self.resnets = nnx.List([ResidualBlock(a, o, init=init) for a, o in zip(dims[:-1], dims[1:])])
+        self.downsampler = Downsample(out_dim, temporal, init=init) if down else None
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         shortcut = avg_down(x, self.out_dim, self.factor_t, self.factor_s)
@@ -246,13 +266,13 @@ class DownBlock(nnx.Module):
 class UpBlock(nnx.Module):
     """Residual up block: ``num_res_blocks + 1`` resnets → upsampler, plus the DupUp3D shortcut of the input."""
 
-    def __init__(self, in_dim, out_dim, num_res_blocks, temporal: bool, up: bool, *, rngs: nnx.Rngs):
+    def __init__(self, in_dim, out_dim, num_res_blocks, temporal: bool, up: bool, *, init: Init):
         self.out_dim = out_dim
         self.factor_t = 2 if temporal else 1
         self.up = up
         dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
-        self.resnets = nnx.List([ResidualBlock(a, o, rngs=rngs) for a, o in zip(dims[:-1], dims[1:])])
-        self.upsampler = Upsample(out_dim, out_dim, temporal, rngs=rngs) if up else None
+        self.resnets = nnx.List([ResidualBlock(a, o, init=init) for a, o in zip(dims[:-1], dims[1:])])
+        self.upsampler = Upsample(out_dim, out_dim, temporal, init=init) if up else None
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         shortcut = dup_up(x, self.out_dim, self.factor_t, 2, cache.first) if self.up else None

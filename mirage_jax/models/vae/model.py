@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from mirage_jax.models.vae import patchify
 from mirage_jax.models.vae.cache import ChunkCache
 from mirage_jax.models.vae.constants import LATENTS_MEAN, LATENTS_STD
-from mirage_jax.models.vae.layers import CausalConv3d, DownBlock, MidBlock, PointwiseConv, RMSNorm, UpBlock
+from mirage_jax.models.vae.layers import CausalConv3d, DownBlock, Init, MidBlock, PointwiseConv, RMSNorm, UpBlock
 
 PATCH = 2  # 2×2 pixel-unshuffle in front of the encoder (RGB → 12 channels)
 
@@ -58,18 +58,18 @@ class VAEConfig:
 class Encoder(nnx.Module):
     """conv_in → residual down blocks → mid block → RMS norm, SiLU → conv_out (2·z_dim channels)."""
 
-    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: VAEConfig, *, init: Init):
         dims = [cfg.base_dim * m for m in (1, *cfg.dim_mult)]
         last = len(cfg.dim_mult) - 1
-        self.conv_in = CausalConv3d(3 * PATCH * PATCH, dims[0], rngs=rngs)
+        self.conv_in = CausalConv3d(3 * PATCH * PATCH, dims[0], init=init)
         self.down_blocks = nnx.List([
             DownBlock(a, o, cfg.num_res_blocks, temporal=i != last and cfg.temporal_downsample[i], down=i != last,
-                      rngs=rngs)
+                      init=init)
             for i, (a, o) in enumerate(zip(dims[:-1], dims[1:]))
         ])  # fmt: skip
-        self.mid_block = MidBlock(dims[-1], rngs=rngs)
-        self.norm_out = RMSNorm(dims[-1])
-        self.conv_out = CausalConv3d(dims[-1], 2 * cfg.z_dim, rngs=rngs)
+        self.mid_block = MidBlock(dims[-1], init=init)
+        self.norm_out = RMSNorm(dims[-1], init=init)
+        self.conv_out = CausalConv3d(dims[-1], 2 * cfg.z_dim, init=init)
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         x = self.conv_in(x, cache)
@@ -82,19 +82,19 @@ class Encoder(nnx.Module):
 class Decoder(nnx.Module):
     """conv_in → mid block → residual up blocks → RMS norm, SiLU → conv_out (12 channels, before unpatchify)."""
 
-    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: VAEConfig, *, init: Init):
         mult = cfg.dim_mult
         dims = [cfg.decoder_base_dim * m for m in (mult[-1], *mult[::-1])]
         temporal_up = cfg.temporal_downsample[::-1]
         last = len(mult) - 1
-        self.conv_in = CausalConv3d(cfg.z_dim, dims[0], rngs=rngs)
-        self.mid_block = MidBlock(dims[0], rngs=rngs)
+        self.conv_in = CausalConv3d(cfg.z_dim, dims[0], init=init)
+        self.mid_block = MidBlock(dims[0], init=init)
         self.up_blocks = nnx.List([
-            UpBlock(a, o, cfg.num_res_blocks, temporal=i != last and temporal_up[i], up=i != last, rngs=rngs)
+            UpBlock(a, o, cfg.num_res_blocks, temporal=i != last and temporal_up[i], up=i != last, init=init)
             for i, (a, o) in enumerate(zip(dims[:-1], dims[1:]))
         ])  # fmt: skip
-        self.norm_out = RMSNorm(dims[-1])
-        self.conv_out = CausalConv3d(dims[-1], 3 * PATCH * PATCH, rngs=rngs)
+        self.norm_out = RMSNorm(dims[-1], init=init)
+        self.conv_out = CausalConv3d(dims[-1], 3 * PATCH * PATCH, init=init)
 
     def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         x = self.conv_in(x, cache)
@@ -135,14 +135,16 @@ class WanVAE(nnx.Module):
 
     temporal_factor = 4
 
-    def __init__(self, cfg: VAEConfig = VAEConfig(), *, rngs: nnx.Rngs):
+    def __init__(self, cfg: VAEConfig = VAEConfig(), seed: int | None = 0):
+        """Random parameters from ``seed`` (numpy), or abstract ones (``seed=None``) to restore into."""
+        init = Init(seed)
         self.cfg = cfg
         self.z_dim = cfg.z_dim
         self.spatial_factor = PATCH * 2 ** (len(cfg.dim_mult) - 1)
-        self.encoder = Encoder(cfg, rngs=rngs)
-        self.quant_conv = PointwiseConv(2 * cfg.z_dim, 2 * cfg.z_dim, rngs=rngs)
-        self.post_quant_conv = PointwiseConv(cfg.z_dim, cfg.z_dim, rngs=rngs)
-        self.decoder = Decoder(cfg, rngs=rngs)
+        self.encoder = Encoder(cfg, init=init)
+        self.quant_conv = PointwiseConv(2 * cfg.z_dim, 2 * cfg.z_dim, init=init)
+        self.post_quant_conv = PointwiseConv(cfg.z_dim, cfg.z_dim, init=init)
+        self.decoder = Decoder(cfg, init=init)
 
     def _stats(self) -> tuple[jax.Array, jax.Array]:
         if self.z_dim != len(LATENTS_MEAN):
@@ -192,13 +194,16 @@ class WanVAE(nnx.Module):
         graphdef, state = nnx.split(self)
         return _encode_jit(graphdef, state, jnp.asarray(video, jnp.float32), mesh, axis)
 
-    def decode(self, latents, mesh=None, axis: str | None = None) -> jax.Array:
-        """Normalised latents ``[B, t, h, w, z_dim]`` → video ``[B, 1+4(t-1), 16h, 16w, 3]`` in [-1, 1] (compiled)."""
+    def decode(self, latents, mesh=None, axis: str | None = None, clamp: bool = True) -> jax.Array:
+        """Normalised latents ``[B, t, h, w, z_dim]`` → video ``[B, 1+4(t-1), 16h, 16w, 3]`` (compiled).
+
+        ``clamp=False`` skips the final clamp to [-1, 1] (tiled decoding blends first, then clamps).
+        """
         from mirage_jax.models.latent_space import check_latents  # noqa: PLC0415
 
         check_latents(jnp.shape(latents), self.z_dim)
         graphdef, state = nnx.split(self)
-        return _decode_jit(graphdef, state, jnp.asarray(latents, jnp.float32), mesh, axis)
+        return _decode_jit(graphdef, state, jnp.asarray(latents, jnp.float32), mesh, axis, clamp)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -207,7 +212,8 @@ def _encode_jit(graphdef, state, video, mesh, axis):
     return vae.normalize(vae.encode_mean(video, mesh, axis))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _decode_jit(graphdef, state, latents, mesh, axis):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _decode_jit(graphdef, state, latents, mesh, axis, clamp):
     vae = nnx.merge(graphdef, state)
-    return jnp.clip(vae.decode_raw(vae.denormalize(latents), mesh, axis), -1.0, 1.0)
+    video = vae.decode_raw(vae.denormalize(latents), mesh, axis)
+    return jnp.clip(video, -1.0, 1.0) if clamp else video
