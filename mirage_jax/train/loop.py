@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mirage_jax.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
+from mirage_jax.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, abstract_like, make_depth_head
 from mirage_jax.train.loss import NUM_BUCKETS, LossSettings
 from mirage_jax.train.metrics import (
     MetricsWriter,
@@ -34,8 +34,8 @@ from mirage_jax.train.metrics import (
     train_flops_per_example,
 )
 from mirage_jax.train.optimizer import make_optimizer, make_schedule
-from mirage_jax.train.step import batch_sharding, make_eval_step, make_train_step, train_state_shardings
-from mirage_jax.train.validate import stage_plan, validate_config
+from mirage_jax.train.step import batch_sharding, make_eval_step, make_train_step, new_train_state
+from mirage_jax.train.validate import mesh_for_config, stage_plan, validate_config
 
 BATCH_KEYS = ("target_latents", "target_scene", "target_hit", "preceding_latents", "preceding_scene",
               "preceding_hit", "preceding_mask", "reference_latents", "reference_mask", "context")
@@ -59,11 +59,6 @@ class Preemption:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def global_batch(local: dict, shardings: dict) -> dict:
-    """Host-local numpy batch → global jax arrays sharded along the batch axis (multi-process aware)."""
-    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(local[k])) for k in shardings}
 
 
 def constant_score_latent(config, latent_space, frames: int) -> jax.Array | None:
@@ -95,6 +90,7 @@ class _Run:
         self.settings = LossSettings.from_config(config)
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.model = build_model(config, seed=config.seed, mesh=mesh)
+        self.head = make_depth_head(config, config.seed) if config.train.depth_head else None
         latent_space = make_latent_space(config)
         text_encoder = make_text_encoder(config)
         self.empty_context = jax.device_put(jnp.asarray(text_encoder.encode([""])[0], jnp.float32), self.replicated)
@@ -106,11 +102,12 @@ class _Run:
         self.writer = MetricsWriter(workdir, enabled=self.is_chief)
 
         example = next(self.make_iterator())
-        self.batch_shardings = {k: batch_sharding(mesh, np.ndim(example[k]), self.rules) for k in BATCH_KEYS}
+        keys = BATCH_KEYS + (("target_depth",) if self.head is not None else ())
+        self.batch_shardings = {k: batch_sharding(mesh, np.ndim(example[k]), self.rules) for k in keys}
         self.eval_batches = []
         if config.train.eval_every > 0 and config.train.eval_batches > 0:
             eval_iterator = self.make_iterator()
-            self.eval_batches = [global_batch(next(eval_iterator), self.batch_shardings)
+            self.eval_batches = [self.global_batch(next(eval_iterator))
                                  for _ in range(config.train.eval_batches)]
         r = min(example["reference_latents"].shape[1], self.settings.max_references)
         p = min(example["preceding_latents"].shape[1], self.settings.max_preceding)
@@ -126,6 +123,12 @@ class _Run:
                         "preempted": False, "checkpoint_dir": str(workdir / CHECKPOINT_SUBDIR),
                         "workdir": str(workdir)}
 
+    def global_batch(self, local: dict) -> dict:
+        """Host-local numpy batch → global arrays sharded along the batch axis (the keys the step uses)."""
+        from mirage_jax.data.pipeline import global_batch
+
+        return global_batch({k: local[k] for k in self.batch_shardings}, self.mesh, self.rules)
+
     def resume(self) -> None:
         """Restores model, step, RNG and data position from the latest checkpoint, if any."""
         from mirage_jax.models import state_shardings
@@ -137,11 +140,14 @@ class _Run:
         _check_resumable(meta, self.config)
         _, model_state = nnx.split(self.model)
         scalar = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated)  # noqa: E731
+        head = None if self.head is None else jax.tree.map(scalar, nnx.state(self.head))
         restored = self.checkpointer.restore(
-            latest, data_iterator=self.iterator,
+            latest, data_iterator=self.iterator, depth_head=head,
             model=abstract_like(model_state, state_shardings(model_state, self.mesh, self.rules)),
             train={"step": scalar(jnp.zeros((), jnp.int32)), "rng": scalar(self.rng)})
         nnx.update(self.model, restored["model"])
+        if self.head is not None:
+            nnx.update(self.head, restored["depth_head"])
         self.step, self.rng = int(restored["train"]["step"]), restored["train"]["rng"]
         self.resumed_from, self.resume_stage = latest, int(meta["stage_index"])
         self.summary["resumed_from"] = latest
@@ -157,7 +163,8 @@ class _Run:
 
     def save(self, state, stage: str, stage_index: int) -> None:
         self.checkpointer.save(
-            self.step, model=nnx.merge_state(state["trainable"], state["frozen"]), opt=state["opt"],
+            self.step, model=nnx.merge_state(state["trainable"]["dit"], state["frozen"]), opt=state["opt"],
+            depth_head=state["trainable"].get("head"),
             train={"step": state["step"], "rng": state["rng"]}, data_iterator=self.iterator,
             meta={"config": self.config.to_json_best_effort(), "stage": stage, "stage_index": stage_index,
                   "step": self.step})
@@ -166,25 +173,23 @@ class _Run:
         """(graphdef, tx, schedule, sharded train state, its shardings) for a stage, optimizer fresh or restored."""
         from mirage_jax.models.lora import trainable_filter
 
-        graphdef, trainable, frozen = nnx.split(self.model, trainable_filter(stage), ...)
         tx, schedule = make_optimizer(self.config.train, num_steps), make_schedule(self.config.train, num_steps)
-        abstract = {"trainable": trainable, "frozen": frozen, "opt": jax.eval_shape(tx.init, trainable),
-                    "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": self.rng}
-        shardings = train_state_shardings(abstract, tx, self.mesh, self.rules)
+        restore_opt = None
         if self.resume_stage == stage_index and self.step > end - num_steps:
-            target = abstract_like(abstract["opt"], shardings["opt"])
-            opt = self.checkpointer.restore(self.resumed_from, opt=target)["opt"]
-        else:
-            opt = jax.jit(tx.init, out_shardings=shardings["opt"])(trainable)
-        state = jax.device_put({"trainable": trainable, "frozen": frozen, "opt": opt,
-                                "step": jnp.asarray(self.step, jnp.int32), "rng": self.rng}, shardings)
+            restore_opt = lambda target: self.checkpointer.restore(self.resumed_from, opt=target)["opt"]  # noqa: E731
+        graphdef, state, shardings = new_train_state(self.model, trainable_filter(stage), tx, self.mesh, self.rules,
+                                                     self.rng, step=self.step, head=self.head,
+                                                     restore_opt=restore_opt)
         return graphdef, tx, schedule, state, shardings
 
     def run_stage(self, stage: str, stage_index: int, num_steps: int, end: int, preemption, progress) -> None:
         config = self.config
         graphdef, tx, schedule, state, shardings = self.stage_state(stage, stage_index, num_steps, end)
         common = dict(state_sharding=shardings, batch_shardings=self.batch_shardings, mesh=self.mesh)
-        train_step = make_train_step(graphdef, tx, self.settings, grad_accum=config.train.grad_accum, **common)
+        head_graphdef = None if self.head is None else nnx.graphdef(self.head)
+        train_step = make_train_step(graphdef, tx, self.settings, grad_accum=config.train.grad_accum,
+                                     head_graphdef=head_graphdef, depth_weight=config.train.depth_loss_weight,
+                                     **common)
         eval_step = make_eval_step(graphdef, self.settings, tuple(config.train.eval_sigmas), seed=config.seed + 1,
                                    **common)
         if self.eval_batches and self.step == 0:
@@ -192,7 +197,7 @@ class _Run:
         pending, window_start, data_time = [], time.perf_counter(), 0.0
         while self.step < end and not preemption.requested:
             t0 = time.perf_counter()
-            batch = global_batch(next(self.iterator), self.batch_shardings)
+            batch = self.global_batch(next(self.iterator))
             data_time += time.perf_counter() - t0
             state, metrics = train_step(state, batch, self.empty_context, self.score_latent)
             self.step += 1
@@ -214,7 +219,9 @@ class _Run:
                 self.evaluate(eval_step, state, self.step)
             if self.step % config.train.checkpoint_every == 0 or self.step == end or preemption.requested:
                 self.save(state, stage, stage_index)
-        nnx.update(self.model, state["trainable"], state["frozen"])
+        nnx.update(self.model, state["trainable"]["dit"], state["frozen"])
+        if self.head is not None:
+            nnx.update(self.head, state["trainable"]["head"])
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -229,16 +236,14 @@ def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None)
     Summary keys: ``step``, ``loss`` (last logged), ``eval_loss`` (last evaluation, or None),
     ``steps_per_second``, ``examples_per_second``, ``data_wait_fraction`` (share of wall time spent fetching
     batches), ``resumed_from`` (step or None), ``preempted`` (stopped by SIGTERM after saving),
-    ``checkpoint_dir``, ``workdir``. ``mesh`` defaults to ``mesh_from_config(config.mesh)``.
+    ``checkpoint_dir``, ``workdir``. ``mesh`` defaults to ``mesh_for_config(config)``.
     """
-    from mirage_jax.sharding import mesh_from_config
-
     validate_config(config, device_count=None if mesh is None else mesh.size)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     plan = stage_plan(config.train)
     ends = np.cumsum([n for _, n in plan]).tolist()
-    run = _Run(config, workdir, mesh_from_config(config.mesh) if mesh is None else mesh)
+    run = _Run(config, workdir, mesh_for_config(config) if mesh is None else mesh)
     progress = None
     try:
         run.resume()
@@ -266,6 +271,8 @@ def _log_values(fetched: list[dict], elapsed: float, data_time: float, config, f
     n = len(fetched)
     steps_per_second = n / max(elapsed, 1e-9)
     values = {"loss": float(np.mean([m["loss"] for m in fetched])),
+              **({"depth_loss": float(np.mean([m["depth_loss"] for m in fetched]))} if "depth_loss" in fetched[0]
+                 else {}),
               "grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
               "steps_per_second": steps_per_second,
               "examples_per_second": steps_per_second * config.train.batch_size,

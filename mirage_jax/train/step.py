@@ -1,12 +1,17 @@
 """The compiled train and evaluation steps: one ``jax.jit`` each, with explicit in/out shardings.
 
-The train state is a plain pytree ``{"trainable", "frozen", "opt", "step", "rng"}``: the model split by the
-stage's trainable filter (``nnx.split(model, filter, ...)``), the optax state of the trainable part only, the
-global step and the base PRNG key. Gradients are taken w.r.t. ``trainable`` only, so frozen parameters are
-passed through untouched (bitwise). The per-step key is ``fold_in(rng, step)``: reproducible across resumes and
-independent of the mesh (partitionable threefry). Gradient accumulation scans over ``grad_accum`` micro-batches
-(example ``j`` of micro-batch ``i`` is row ``j·A + i``, so each micro-batch stays spread over the data axes)
-and averages their gradients before one optimizer update.
+The train state is a plain pytree ``{"trainable", "frozen", "opt", "step", "rng"}``:
+  * ``trainable``: ``{"dit": ...}`` (the model part selected by the stage's filter, via
+    ``nnx.split(model, filter, ...)``), plus ``"head"`` (the ``LatentDepthHead`` state, trained in every stage
+    when ``train.depth_head``);
+  * ``frozen``: the rest of the model;
+  * ``opt``: the optax state of the trainable part only;
+  * ``step``: the global step; ``rng``: the base PRNG key.
+Gradients are taken w.r.t. ``trainable`` only, so frozen parameters pass through untouched (bitwise). The
+per-step key is ``fold_in(rng, step)``: reproducible across resumes and independent of the mesh (partitionable
+threefry). Gradient accumulation scans over ``grad_accum`` micro-batches (example ``j`` of micro-batch ``i`` is
+row ``j·A + i``, so each micro-batch stays spread over the data axes) and averages their gradients before one
+optimizer update.
 """
 
 from __future__ import annotations
@@ -32,11 +37,34 @@ def batch_sharding(mesh: Mesh, ndim: int, rules) -> NamedSharding:
 def train_state_shardings(state: dict, tx: optax.GradientTransformation, mesh: Mesh, rules) -> dict:
     """``NamedSharding`` pytree matching a train state (parameters by logical axes, optimizer moments alike)."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    trainable = state_shardings(state["trainable"], mesh, rules)
+    trainable = {k: state_shardings(v, mesh, rules) for k, v in state["trainable"].items()}
     opt = optax.tree_map_params(tx, lambda _, sh: sh, state["opt"], trainable,
                                 transform_non_params=lambda _: replicated)
     return {"trainable": trainable, "frozen": state_shardings(state["frozen"], mesh, rules), "opt": opt,
             "step": replicated, "rng": replicated}
+
+
+def new_train_state(model, trainable_filter, tx: optax.GradientTransformation, mesh: Mesh, rules, rng: jax.Array,
+                    *, step: int = 0, head=None, restore_opt: Callable | None = None):
+    """``(graphdef, state, shardings)`` of a stage: the model split by ``trainable_filter``, placed on ``mesh``.
+
+    The optimizer state is fresh (``tx.init`` compiled straight into its shardings) unless ``restore_opt`` is
+    given: then it is ``restore_opt(abstract opt state with shardings)`` (a checkpoint restore).
+    """
+    graphdef, dit, frozen = nnx.split(model, trainable_filter, ...)
+    trainable = {"dit": dit} if head is None else {"dit": dit, "head": nnx.state(head)}
+    abstract = {"trainable": trainable, "frozen": frozen, "opt": jax.eval_shape(tx.init, trainable),
+                "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": rng}
+    shardings = train_state_shardings(abstract, tx, mesh, rules)
+    if restore_opt is not None:
+        target = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract["opt"],
+                              shardings["opt"])
+        opt = restore_opt(target)
+    else:
+        opt = jax.jit(tx.init, out_shardings=shardings["opt"])(trainable)
+    state = jax.device_put({"trainable": trainable, "frozen": frozen, "opt": opt,
+                            "step": jnp.asarray(step, jnp.int32), "rng": rng}, shardings)
+    return graphdef, state, shardings
 
 
 def split_micro_batches(batch: dict, accum: int) -> dict:
@@ -45,16 +73,27 @@ def split_micro_batches(batch: dict, accum: int) -> dict:
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, settings: LossSettings, *, grad_accum: int,
-                    state_sharding: dict, batch_shardings: dict, mesh: Mesh) -> Callable:
+                    state_sharding: dict, batch_shardings: dict, mesh: Mesh, head_graphdef=None,
+                    depth_weight: float = 0.0) -> Callable:
     """``step(state, batch, empty_context, score_latent) -> (state, metrics)`` compiled with explicit shardings.
 
-    ``metrics``: ``loss``, ``grad_norm``, ``bucket_sum``/``bucket_count`` ``[NUM_BUCKETS]`` (replicated).
-    The input state is donated.
+    The objective is the flow-matching loss, plus ``depth_weight`` × the depth-head loss (L1 on log-depth of the
+    clean target latents vs ``batch["target_depth"]``) when ``head_graphdef`` is given. ``metrics`` (replicated):
+    ``loss`` (flow matching), ``depth_loss`` (with a head), ``grad_norm`` (before clipping),
+    ``bucket_sum``/``bucket_count`` ``[NUM_BUCKETS]``. The input state is donated.
     """
 
     def loss_fn(trainable, frozen, micro, key, empty_context, score_latent):
-        model = nnx.merge(graphdef, trainable, frozen)
-        return flow_matching_loss(model, micro, key, settings, empty_context, score_latent)
+        model = nnx.merge(graphdef, trainable["dit"], frozen)
+        loss, aux = flow_matching_loss(model, micro, key, settings, empty_context, score_latent)
+        aux["loss"] = loss
+        if head_graphdef is not None:
+            from mirage_jax.world.depth import depth_head_loss
+
+            head = nnx.merge(head_graphdef, trainable["head"])
+            aux["depth_loss"] = depth_head_loss(head, micro["target_latents"], micro["target_depth"])
+            loss = loss + depth_weight * aux["depth_loss"]
+        return loss, aux
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -76,13 +115,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, settings: LossSe
             init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0][0], shapes[0][1], shapes[1]))
             (loss, aux, grads), _ = jax.lax.scan(
                 body, init, (jnp.arange(grad_accum), micros))
-            loss = loss / grad_accum
+            aux = {k: v / grad_accum if k in ("loss", "depth_loss") else v for k, v in aux.items()}
             grads = jax.tree.map(lambda g: g / grad_accum, grads)
         updates, opt = tx.update(grads, state["opt"], state["trainable"])
         trainable = optax.apply_updates(state["trainable"], updates)
         new_state = {"trainable": trainable, "frozen": state["frozen"], "opt": opt, "step": state["step"] + 1,
                      "rng": state["rng"]}
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {"grad_norm": optax.global_norm(grads), **aux}
         return new_state, metrics
 
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -99,7 +138,7 @@ def make_eval_step(graphdef, settings: LossSettings, sigmas: tuple[float, ...], 
     """
 
     def evaluate(state, batch, empty_context, score_latent):
-        model = nnx.merge(graphdef, state["trainable"], state["frozen"])
+        model = nnx.merge(graphdef, state["trainable"]["dit"], state["frozen"])
         b, tl = batch["target_latents"].shape[:2]
         losses = []
         for i, sigma in enumerate(sigmas):

@@ -26,20 +26,34 @@ def stage_plan(train_config) -> list[tuple[str, int]]:
     return list(zip(stages, (int(s) for s in steps)))
 
 
-def mesh_sizes(config, device_count: int) -> dict[str, int]:
-    """The resolved ``{data, fsdp, tensor}`` sizes of ``config.mesh`` for ``device_count`` devices."""
+def mesh_sizes(config, device_count: int, process_count: int = 1) -> dict[str, int]:
+    """The resolved ``{data, fsdp, tensor}`` sizes of ``config.mesh`` for ``device_count`` devices.
+
+    A mesh without a -1 axis may use fewer devices than there are (the first ones; e.g. the tiny config's
+    one-device mesh under 8 simulated devices) in a single-process run; multi-process meshes must cover all.
+    """
     sizes = {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
-    known = int(np.prod([v for v in sizes.values() if v != -1]))
     for name, value in sizes.items():
         _check(value == -1 or value >= 1, f"mesh.{name}", value, "a size >= 1 or -1 (the remaining devices)")
     _check(list(sizes.values()).count(-1) <= 1, "mesh", dict(sizes), "at most one axis of size -1")
+    known = int(np.prod([v for v in sizes.values() if v != -1]))
     for name, value in sizes.items():
         if value == -1:
             _check(device_count % known == 0, f"mesh.{name}", value, f"{known} to divide {device_count} devices")
             sizes[name] = device_count // known
-    _check(int(np.prod(list(sizes.values()))) == device_count, "mesh", dict(sizes),
-           f"sizes whose product is the device count {device_count}")
+    total = int(np.prod(list(sizes.values())))
+    if process_count > 1:
+        _check(total == device_count, "mesh", dict(sizes), f"sizes whose product is the device count {device_count}")
+    _check(total <= device_count, "mesh", dict(sizes), f"at most {device_count} devices in all")
     return sizes
+
+
+def mesh_for_config(config) -> jax.sharding.Mesh:
+    """``config.mesh`` over the first ``data·fsdp·tensor`` devices (all of them when an axis is -1)."""
+    from mirage_jax.sharding import make_mesh
+
+    sizes = mesh_sizes(config, jax.device_count(), jax.process_count())
+    return make_mesh(**sizes, devices=jax.devices()[: int(np.prod(list(sizes.values())))])
 
 
 def validate_config(config, device_count: int | None = None, process_count: int | None = None) -> None:
@@ -79,8 +93,8 @@ def validate_config(config, device_count: int | None = None, process_count: int 
            f"one of {SCORE_SOURCES}")
     _check(t.grad_accum >= 1, "train.grad_accum", t.grad_accum, ">= 1")
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
-    sizes = mesh_sizes(config, jax.device_count() if device_count is None else device_count)
     processes = jax.process_count() if process_count is None else process_count
+    sizes = mesh_sizes(config, jax.device_count() if device_count is None else device_count, processes)
     data_parallel = sizes["data"] * sizes["fsdp"]
     micro = t.batch_size // t.grad_accum
     _check(t.batch_size % t.grad_accum == 0 and micro % data_parallel == 0, "train.batch_size", t.batch_size,
