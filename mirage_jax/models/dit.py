@@ -130,19 +130,23 @@ class WanDiT(nnx.Module):
         return unpatchify(out, h, w, ph, pw)
 
 
+def _init_state(settings: DiTSettings, seed: jax.Array):
+    return nnx.state(WanDiT(settings, rngs=nnx.Rngs(jax.random.key(seed))))
+
+
 def build_model(config, seed: int = 0, mesh: jax.sharding.Mesh | None = None) -> WanDiT:
     """A freshly initialised ``WanDiT`` for ``config`` (``config.model``, ``config.mesh.rules``).
 
     With ``mesh``, parameters are initialised directly into their sharded layout (``jax.jit`` with
     ``out_shardings`` from the logical axes), so the full model never sits on one device. Initialisation is
-    always one compiled program (fast even for large models).
+    one compiled program (cached per settings and mesh; the seed is a runtime argument); the values do not
+    depend on the mesh.
     """
     from mirage_jax.models.partitioning import state_shardings
 
     settings = DiTSettings.from_config(config)
     check_available(settings.attention)
-    make = lambda: WanDiT(settings, rngs=nnx.Rngs(seed))  # noqa: E731
-    graphdef, abstract = nnx.split(nnx.eval_shape(make))
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: WanDiT(settings, rngs=nnx.Rngs(0))))
     shardings = None if mesh is None else state_shardings(abstract, mesh, settings.rules)
-    state = jax.jit(lambda: nnx.state(make()), out_shardings=shardings)()
-    return nnx.merge(graphdef, state)
+    init = jax.jit(_init_state, static_argnums=0, out_shardings=shardings)
+    return nnx.merge(graphdef, init(settings, jnp.asarray(seed, jnp.int32)))
