@@ -19,11 +19,10 @@ from mirage_jax.world.oracle import oracle_model
 from mirage_jax.world.video import read_mp4
 
 FRAMES, H, W = 49, 32, 56
-# Oracle + latent memory vs no memory on the last frame (the camera is back within 3 cm / 1.5 deg of the start):
-# against the first visit (measured 29.6 vs 18.5 dB) and against the ground-truth render (21.5 vs 18.6 dB; the
-# re-projection moves whole 4x4-pixel latent cells, so it cannot follow the small pose offset exactly).
+# Oracle + latent memory vs no memory on the last frame (the camera is back within 3 cm / 1.5 deg of the start),
+# world 0: against the first visit measured 24.7 vs 11.3 dB, against the ground-truth render 22.4 vs 11.3 dB.
 REVISIT_MARGIN_DB = 8.0
-GT_MARGIN_DB = 1.5
+GT_MARGIN_DB = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +32,12 @@ def config():
     c.sample.steps = 3
     c.sample.chunk_frames = 17
     c.memory.capacity = 4096
-    c.memory.max_references = 0  # TEMP
     return c
 
 
 @pytest.fixture(scope="module")
 def clip():
-    return render_clip(5, FRAMES, H, W, "revisit")
+    return render_clip(0, FRAMES, H, W, "revisit")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +54,7 @@ def test_plan_matches_official_examples():
     assert plan[1].pixel_pose_indices == tuple(range(32, 65))
 
 
+@pytest.mark.slow
 def test_random_model_rollout_writes_files_and_metadata(config, clip, tmp_path):
     from mirage_jax.models import build_model
 

@@ -8,13 +8,17 @@ training: tests and benchmarks use it to compare caches on identical trajectorie
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 
+@functools.cache
 def oracle_model(channels: int, min_sigma: float = 1e-3):
     """A callable ``(latents [B,F,h,w,C], timesteps [B,F], context, *, num_references, control, frame_mask)
-    -> velocity [B,F,h,w,C]`` with ``velocity = (x - scene) / σ``, ``σ = timestep / 1000``."""
+    -> velocity [B,F,h,w,C]`` with ``velocity = (x - scene) / σ``, ``σ = timestep / 1000``. The same object
+    for the same arguments, so compiled rollouts are reused."""
 
     def model(latents: jax.Array, timesteps: jax.Array, context: jax.Array, *, num_references: int,
               control: jax.Array | None = None, frame_mask: jax.Array | None = None) -> jax.Array:

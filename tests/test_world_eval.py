@@ -1,0 +1,138 @@
+"""Evaluation and the generate / eval commands on a 32x56 procedural world (oracle model, 3 chunks of 17)."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+from mirage_jax.config import load_config
+from mirage_jax.data.synthetic import render_clip, save_geometry_npz
+from mirage_jax.world import eval_cli, generate_cli, loading
+from mirage_jax.world import evaluate as evaluation
+from mirage_jax.world.oracle import oracle_model
+from mirage_jax.world.video import read_mp4
+
+H, W, FRAMES = 32, 56, 49
+OVERRIDES = [f"--config.data.height={H}", f"--config.data.width={W}", "--config.sample.steps=3",
+             "--config.sample.chunk_frames=17", "--config.memory.capacity=4096"]
+
+
+def _config():
+    return load_config("tiny", OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    metrics = evaluation.evaluate(_config(), oracle_model(48), out, trajectories=("revisit",), num_frames=FRAMES,
+                                  seed=0, progress=False)
+    return out, metrics
+
+
+def test_eval_json_has_every_variant_and_metric(results):
+    out, metrics = results
+    saved = json.loads((out / "eval.json").read_text())
+    assert set(saved) == {"latent", "none", "rgb"}
+    for variant, r in saved.items():
+        for key in ("revisit_psnr", "revisit_ssim", "revisit_psnr_gt", "follow_psnr", "seconds_per_frame"):
+            assert isinstance(r[key], float), (variant, key)
+        assert len(r["cache_bytes"]) == 3 and all(isinstance(b, int) for b in r["cache_bytes"])
+        assert len(r["seconds_per_frame_per_chunk"]) == 3
+    assert saved["none"]["cache_bytes"] == [0, 0, 0]
+    # The RGB cache stores pixels (3 floats + 25 B bookkeeping each): 16x the cells of the latent memory.
+    assert saved["rgb"]["cache_bytes"][-1] > saved["latent"]["cache_bytes"][-1]
+    # With the oracle, the latent memory reproduces the start view when the camera returns; no memory cannot.
+    print({v: (r["revisit_psnr"], r["revisit_psnr_gt"]) for v, r in saved.items()})
+    assert saved["latent"]["revisit_psnr"] > saved["none"]["revisit_psnr"] + 8
+    assert saved["latent"]["revisit_ssim"] > saved["none"]["revisit_ssim"] + 0.2
+    assert saved["latent"]["revisit_psnr_gt"] > saved["none"]["revisit_psnr_gt"] + 8
+    assert saved["latent"]["read_psnr"] > 10 and np.isnan(saved["none"]["read_psnr"])
+    for name in evaluation.PER_CHUNK:
+        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+    assert (out / "revisit_revisit.png").exists()
+    assert read_mp4(out / "revisit" / "latent" / "generated.mp4").shape == (FRAMES, H, W, 3)
+    table = evaluation.format_table(metrics)
+    assert all(v in table for v in ("latent", "none", "rgb"))
+
+
+def test_revisit_pairs():
+    poses = np.tile(np.eye(4, dtype=np.float32), (10, 1, 1))
+    poses[:, 0, 3] = [0, 0.1, 2, 3, 4, 5, 4, 0.1, 0.2, 0.05]
+    assert evaluation.revisit_pairs(poses, min_gap=4) == [(7, 0), (9, 0)]
+    assert evaluation.revisit_pairs(poses, min_gap=8) == [(9, 0)]
+    turned = poses.copy()
+    turned[9, :3, :3] = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]  # looking sideways: not a revisit
+    assert evaluation.revisit_pairs(turned, min_gap=8) == []
+
+
+def _args(parser_module, argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser_module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture
+def oracle_loader(monkeypatch):
+    """The commands with the oracle in place of a checkpoint (the CLI plumbing is what is tested here)."""
+    monkeypatch.setattr(loading, "load_model", lambda config, args, depth_source: (oracle_model(48), None))
+    monkeypatch.setattr(generate_cli, "load_model", loading.load_model)
+    monkeypatch.setattr(eval_cli, "load_model", loading.load_model)
+
+
+def test_generate_command_from_geometry_npz(tmp_path, oracle_loader):
+    clip = render_clip(0, FRAMES, H, W, "revisit")
+    save_geometry_npz(tmp_path / "geometry.npz", clip)
+    out = tmp_path / "gen"
+    argv = ["--config", "tiny", "--checkpoint", "random", "--geometry", str(tmp_path / "geometry.npz"),
+            "--frames", str(FRAMES), "--out", str(out), "--quiet", "--save-memory", *OVERRIDES]
+    assert generate_cli.run(_args(generate_cli, argv)) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["settings"]["cache"] == "latent" and len(meta["chunks"]) == 3
+    assert (out / "memory.npz").exists() and read_mp4(out / "generated.mp4").shape[0] == FRAMES
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint", "/nonexistent/run"], "no such directory"),
+        (["--frames", "50"], "--frames=50 is not of the form 4N"),
+        (["--frames", "97"], "has 49 poses"),
+        (["--config.data.height=64"], "config.data.height=32"),
+        (["--cache", "rgb", "--depth-source", "head"], "needs a trained checkpoint"),
+    ],
+)
+def test_generate_command_bad_inputs(tmp_path, capsys, argv, message):
+    save_geometry_npz(tmp_path / "geometry.npz", render_clip(0, FRAMES, H, W, "revisit"))
+    base = {"--checkpoint": "random", "--frames": str(FRAMES)}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    flags = [x for kv in base.items() for x in kv] + [a for a in argv if a.startswith("--config.")]
+    full = ["--config", "tiny", "--geometry", str(tmp_path / "geometry.npz"), "--out", str(tmp_path / "o"),
+            *OVERRIDES, *flags]
+    assert generate_cli.run(_args(generate_cli, full)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_command_rejects_unknown_variant(tmp_path, capsys):
+    argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), "--variants", "latent,voxel"]
+    assert eval_cli.run(_args(eval_cli, argv)) == 2
+    assert "variants: unknown ['voxel']" in capsys.readouterr().err
+
+
+def test_eval_command_runs(tmp_path, oracle_loader, capsys):
+    argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), "--variants", "latent,none",
+            "--trajectories", "loop", "--frames", str(FRAMES), "--quiet", "--no-videos", *OVERRIDES]
+    assert eval_cli.run(_args(eval_cli, argv)) == 0
+    assert set(json.loads((tmp_path / "eval.json").read_text())) == {"latent", "none"}
+    assert "latent" in capsys.readouterr().out
+
+
+def test_namespace_defaults():
+    args = _args(eval_cli, ["--config", "tiny", "--checkpoint", "random", "--out", "x"])
+    assert isinstance(args, types.SimpleNamespace | object) and args.variants == ("latent", "none", "rgb")
