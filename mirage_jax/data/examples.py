@@ -12,11 +12,15 @@ Grain's ``random_map`` derives from the seed and the element index, so an exampl
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax import geometry, memory
 from mirage_jax.data.sources import resize_clip
+from mirage_jax.memory import downsample_depth
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +76,26 @@ def fit_clip(clip: dict, height: int, width: int) -> dict:
 
 
 def _encode_frames(latent_space, frames: np.ndarray) -> np.ndarray:
-    """uint8 ``[T,H,W,3]`` (T = 4N+1) → latents ``[1+(T-1)//4, h, w, C]`` float32 via ``latent_space.encode``."""
-    video = frames.astype(np.float32)[None] / 127.5 - 1.0
-    return np.asarray(latent_space.encode(video), np.float32)[0]
+    """uint8 ``[B,T,H,W,3]`` (T = 4N+1) → latents ``[B,1+(T-1)//4,h,w,C]`` float32 via ``latent_space.encode``."""
+    video = frames.astype(np.float32) / 127.5 - 1.0
+    return np.asarray(latent_space.encode(video), np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("hw", "mode"))
+def _lift(depths, keep, k_lat, c2w, hw, mode):
+    """Depth at latent resolution ``[T,h,w]`` (0 = invalid) and its world points ``[T,h,w,3]``."""
+    depth, ok = downsample_depth(depths, keep, hw, mode)
+    depth = jnp.where(ok, depth, 0.0)
+    return depth, geometry.backproject_to_world(depth, k_lat, c2w)
 
 
 def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: ExampleSpec, latent_space,
                  text_encoder) -> dict:
-    """The BATCH.md example (without the batch axis) of ``clip``; see the module docstring."""
+    """The BATCH.md example (without the batch axis) of ``clip``; see the module docstring.
+
+    Every array handed to JAX has a shape fixed by ``spec`` (absent preceding frames and candidates are
+    padded and masked), so each jitted function compiles once.
+    """
     clip = fit_clip(clip, spec.height, spec.width)
     frames, depths, masks = clip["frames"], clip["depths"], clip["masks"]
     intrinsics, c2w = clip["intrinsics"], clip["poses_c2w"]
@@ -89,21 +105,22 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
     s = latent_space.spatial_factor
     hw = (spec.height // s, spec.width // s)
     k_lat = np.asarray(geometry.scale_intrinsics(intrinsics, (spec.height, spec.width), hw))
-    p, r, tl = spec.num_preceding, spec.max_references, spec.num_targets
+    p, r, tl, nc = spec.num_preceding, spec.max_references, spec.num_targets, spec.max_reference_candidates
 
     t0 = int(rng.integers(0, num_frames - spec.target_frames + 1))
     target_idx = t0 + 4 * np.arange(tl)
-    target_latents = _encode_frames(latent_space, frames[t0:t0 + spec.target_frames])
-
     # Preceding: pixel frames t0-4P .. t0-4 (latent j <-> t0 - 4(P-j)); a random count keeps the last k.
     prec_idx = t0 - 4 * np.arange(p, 0, -1)
     available = int(np.sum(prec_idx >= 0))
     keep_prec = int(rng.integers(0, min(spec.max_preceding, available) + 1))
     preceding_mask = np.arange(p) >= p - keep_prec
-    preceding_latents = np.zeros((p,) + target_latents.shape[1:], np.float32)
-    if keep_prec:
-        first = t0 - 4 * keep_prec
-        preceding_latents[p - keep_prec:] = _encode_frames(latent_space, frames[first:first + 4 * keep_prec - 3])
+    prec_video = np.clip(np.arange(t0 - 4 * p, t0 - 3), 0, None)  # 4P-3 frames: latents at t0-4P, ..., t0-4
+    target_latents = _encode_frames(latent_space, frames[t0:t0 + spec.target_frames][None])[0]
+    if p:
+        preceding_latents = _encode_frames(latent_space, frames[prec_video][None])[0]
+    else:
+        preceding_latents = np.zeros((0,) + target_latents.shape[1:], np.float32)
+    preceding_latents = np.where(preceding_mask[:, None, None, None], preceding_latents, 0.0).astype(np.float32)
     prec_cams = np.where(prec_idx >= 0, prec_idx, t0)  # absent ones read at t0 (then zeroed)
 
     # Memory from frame t0, read at the target and preceding cameras.
@@ -115,31 +132,30 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
     scene, hit = scene.astype(np.float32), hit.copy()
     scene[tl:][~preceding_mask] = 0.0
     hit[tl:][~preceding_mask] = False
-    target_depth, ok = (np.asarray(a) for a in memory.downsample_depth(depths[target_idx], None, hw,
-                                                                       spec.depth_downsample))
-    target_depth = np.where(ok, target_depth, 0.0).astype(np.float32)
 
-    # References: candidates outside the preceding+target window, scored by voxel IoU from depth.
+    # References: nc candidates outside the preceding+target window (4-frame grid, padded and masked),
+    # scored by voxel IoU of their depth-lifted views with the target views.
     window = np.arange(max(0, t0 - 4 * p), t0 + spec.target_frames)
     grid = np.setdiff1d(np.arange(t0 % 4, num_frames, 4), window)
-    reference_latents = np.zeros((r,) + target_latents.shape[1:], np.float32)
-    reference_mask = np.zeros(r, bool)
-    if grid.size:
-        pick = np.unique(np.round(np.linspace(0, grid.size - 1, min(grid.size, spec.max_reference_candidates))))
-        cand = grid[pick.astype(int)]
-        lift = np.concatenate([cand, target_idx])
-        lat_depth, lat_ok = (np.asarray(a) for a in memory.downsample_depth(depths[lift], masks[lift], hw,
-                                                                            spec.depth_downsample))
-        points = np.asarray(geometry.backproject_to_world(lat_depth, k_lat[lift], c2w[lift])).reshape(-1, 3)
-        refs = memory.select_references(points, k_lat[cand], c2w[cand], k_lat[target_idx], c2w[target_idx], hw,
-                                        valid=lat_ok.reshape(-1), k=r, threshold=spec.reference_iou_threshold,
-                                        voxel_size=spec.voxel_size)
-        chosen = np.asarray(refs.indices)
-        eligible = int(np.sum(chosen >= 0))
-        count = int(rng.integers(0, eligible + 1))
-        for j in range(count):  # at most R single-frame encodes
-            reference_latents[j] = _encode_frames(latent_space, frames[cand[chosen[j]]][None])[0]
-        reference_mask[:count] = True
+    n_cand = min(grid.size, nc)
+    cand = np.zeros(nc, int)
+    if n_cand:
+        cand[:n_cand] = grid[np.round(np.linspace(0, grid.size - 1, n_cand)).astype(int)]
+    lift = np.concatenate([cand, target_idx])
+    lat_depth, points = (np.asarray(a) for a in _lift(depths[lift], masks[lift], k_lat[lift], c2w[lift], hw,
+                                                      spec.depth_downsample))
+    target_depth = lat_depth[nc:]
+    rows = np.arange(nc + tl)
+    valid = (lat_depth > 0) & ((rows < n_cand) | (rows >= nc))[:, None, None]
+    refs = memory.select_references(points.reshape(-1, 3), k_lat[cand], c2w[cand], k_lat[target_idx],
+                                    c2w[target_idx], hw, valid=valid.reshape(-1), k=r,
+                                    threshold=spec.reference_iou_threshold, voxel_size=spec.voxel_size,
+                                    history_mask=np.arange(nc) < n_cand)
+    chosen = np.asarray(refs.indices)
+    count = int(rng.integers(0, int(np.sum(chosen >= 0)) + 1))
+    reference_mask = np.arange(r) < count
+    reference_latents = _encode_frames(latent_space, frames[cand[np.maximum(chosen, 0)]][:, None])[:, 0]
+    reference_latents = np.where(reference_mask[:, None, None, None], reference_latents, 0.0).astype(np.float32)
 
     context = np.asarray(text_encoder.encode([clip["caption"]]), np.float32)[0]
     return {
