@@ -23,12 +23,31 @@ from mirage_jax.memory.zbuffer import zbuffer
 NEAR = 1e-3
 
 
+def camera_uvz(points, intrinsics, cam2world):
+    """Continuous pixel coordinates and depth ``(u, v, z)``, each ``[T, N]``, of ``points [N, 3]`` in T cameras.
+
+    The same math as ``geometry.project``, written per component over the ``[T, N]`` planes: on CPU this
+    fuses into one elementwise loop, ~40x faster than the batched 3×3 matmul on ``[N, 3]``.
+    """
+    w2c = geometry.invert_rigid(cam2world)
+    px, py, pz = (points[None, :, i] for i in range(3))
+
+    def row(i):
+        return w2c[:, i, 0, None] * px + w2c[:, i, 1, None] * py + w2c[:, i, 2, None] * pz + w2c[:, i, 3, None]
+
+    x, y, z = row(0), row(1), row(2)
+    safe_z = jnp.where(jnp.abs(z) > 1e-12, z, 1e-12)
+    u = x * intrinsics[:, 0, 0, None] / safe_z + intrinsics[:, 0, 2, None]
+    v = y * intrinsics[:, 1, 1, None] / safe_z + intrinsics[:, 1, 2, None]
+    return u, v, z
+
+
 def project_cells(points, valid, intrinsics, cam2world, hw: Sequence[int], near: float = NEAR):
     """Cells of ``points [N, 3]`` in ``T`` cameras: ``(cell [T, N] int32 = v·w + u, or h·w if not drawn, z [T, N])``."""
     h, w = hw
-    uv, z = geometry.project(points, intrinsics, cam2world)
-    u = jnp.round(uv[..., 0])
-    v = jnp.round(uv[..., 1])
+    u, v, z = camera_uvz(points, intrinsics, cam2world)
+    u = jnp.round(u)
+    v = jnp.round(v)
     drawn = valid & (z > near) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     ui = jnp.clip(u, 0, w - 1).astype(jnp.int32)
     vi = jnp.clip(v, 0, h - 1).astype(jnp.int32)
@@ -48,14 +67,23 @@ def splat_views(cell, z, key, num_views: int, hw: Sequence[int]):
     return zmin.reshape(shape), kmin.reshape(shape), winner.reshape(shape)
 
 
-@partial(jax.jit, static_argnames=("hw", "near"))
-def _read(mem: LatentMemory, intrinsics, cam2world, hw, near):
-    t = intrinsics.shape[0]
-    cell, z = project_cells(mem.points, mem.valid, intrinsics, cam2world, hw, near)
+# Two compiled stages: compiled together, XLA:CPU fuses the projection into every scatter and gather of the
+# z-buffer and recomputes it there (measured ~2x slower end to end); inside a caller's jit they are inlined.
+_project = jax.jit(project_cells, static_argnames=("hw", "near"))
+
+
+@partial(jax.jit, static_argnames=("hw",))
+def _splat(mem: LatentMemory, cell, z, hw):
+    t = cell.shape[0]
     _, _, winner = splat_views(cell, z, mem.write_id, t, hw)
     hit = winner >= 0
     feats = jnp.where(hit[..., None], mem.features[jnp.maximum(winner, 0)], 0)
     return feats.reshape(t, hw[0], hw[1], -1), hit.reshape(t, hw[0], hw[1])
+
+
+def _read(mem: LatentMemory, intrinsics, cam2world, hw, near):
+    cell, z = _project(mem.points, mem.valid, intrinsics, cam2world, hw=hw, near=near)
+    return _splat(mem, cell, z, hw)
 
 
 def read(mem: LatentMemory, intrinsics, cam2world, hw: Sequence[int], *, near: float = NEAR):
