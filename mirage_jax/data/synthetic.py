@@ -229,56 +229,53 @@ def _render(params, intrinsics, cam2world, times, hw):
     t_best = jnp.minimum(jnp.minimum(tw[0], tw[1]), tw[2])
     axis = jnp.where(tw[0] == t_best, 0, jnp.where(tw[1] == t_best, 1, 2))
     d_axis = jnp.where(axis == 0, dx, jnp.where(axis == 1, dy, dz))
-    hits = [t_best]  # distances [N, H, W] of every surface: walls, boxes, cylinders, spheres
 
-    def take(t, sid):
-        hits.append(t)
+    # Pass 1b: boxes rotated by yaw about the vertical axis (slab test in the box frame). Objects of one kind
+    # are a trailing axis [N, H, W, K]: one set of ops per kind keeps the program (and its compile) small.
+    def per_object(x):
+        return x[..., None]
 
-    # Pass 1b: boxes rotated by yaw about the vertical axis (slab test in the box frame).
     cos, sin = jnp.cos(params["box_yaw"]), jnp.sin(params["box_yaw"])
-    for b in range(nb):
-        cx, cy, cz = params["box_center"][b]
-        hx, hy, hz = params["box_half"][b]
-        lx, lz = (ox - cx) * cos[b] - (oz - cz) * sin[b], (ox - cx) * sin[b] + (oz - cz) * cos[b]
-        ldx, ldz = dx * cos[b] - dz * sin[b], dx * sin[b] + dz * cos[b]
-        t_in, t_out = None, None
-        for o, d, h in ((lx, ldx, hx), (oy - cy, dy, hy), (lz, ldz, hz)):
-            inv = 1.0 / safe(d)
-            t1, t2 = (-h - o) * inv, (h - o) * inv
-            near, far = jnp.minimum(t1, t2), jnp.maximum(t1, t2)
-            t_in = near if t_in is None else jnp.maximum(t_in, near)
-            t_out = far if t_out is None else jnp.minimum(t_out, far)
-        take(jnp.where((t_out >= t_in) & (t_in > 1e-4), t_in, jnp.inf), NUM_WALLS + b)
+    (cx, cy, cz), (hx, hy, hz) = params["box_center"].T, params["box_half"].T
+    ox_, oy_, oz_, dx_, dy_, dz_ = (per_object(a) for a in (ox, oy, oz, dx, dy, dz))
+    lx, lz = (ox_ - cx) * cos - (oz_ - cz) * sin, (ox_ - cx) * sin + (oz_ - cz) * cos
+    ldx, ldz = dx_ * cos - dz_ * sin, dx_ * sin + dz_ * cos
+    t_in, t_out = None, None
+    for o, d, h in ((lx, ldx, hx), (oy_ - cy, dy_, hy), (lz, ldz, hz)):
+        inv = 1.0 / safe(d)
+        t1, t2 = (-h - o) * inv, (h - o) * inv
+        near, far = jnp.minimum(t1, t2), jnp.maximum(t1, t2)
+        t_in = near if t_in is None else jnp.maximum(t_in, near)
+        t_out = far if t_out is None else jnp.minimum(t_out, far)
+    t_box = jnp.where((t_out >= t_in) & (t_in > 1e-4), t_in, jnp.inf)
 
     # Vertical cylinders standing on the floor: side surface and top cap.
     floor = hi[1]
-    a_xz = jnp.maximum(dx**2 + dz**2, 1e-12)
-    for c in range(nc):
-        cx, cz, r, top = params["cyl"][c]
-        px, pz = ox - cx, oz - cz
-        bq = px * dx + pz * dz
-        disc = bq**2 - a_xz * (px**2 + pz**2 - r**2)
-        t_side = (-bq - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_xz
-        y_side = oy + t_side * dy
-        t_side = jnp.where((disc > 0) & (t_side > 1e-4) & (y_side >= top) & (y_side <= floor), t_side, jnp.inf)
-        t_cap = (top - oy) / safe(dy)
-        rad2 = (px + t_cap * dx) ** 2 + (pz + t_cap * dz) ** 2
-        t_cap = jnp.where((t_cap > 1e-4) & (rad2 <= r**2), t_cap, jnp.inf)
-        take(jnp.minimum(t_side, t_cap), NUM_WALLS + nb + c)
+    cx, cz, r, top = params["cyl"].T
+    a_xz = per_object(jnp.maximum(dx**2 + dz**2, 1e-12))
+    px, pz = ox_ - cx, oz_ - cz
+    bq = px * dx_ + pz * dz_
+    disc = bq**2 - a_xz * (px**2 + pz**2 - r**2)
+    t_side = (-bq - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_xz
+    y_side = oy_ + t_side * dy_
+    t_side = jnp.where((disc > 0) & (t_side > 1e-4) & (y_side >= top) & (y_side <= floor), t_side, jnp.inf)
+    t_cap = (top - oy_) / safe(dy_)
+    rad2 = (px + t_cap * dx_) ** 2 + (pz + t_cap * dz_) ** 2
+    t_cyl = jnp.minimum(t_side, jnp.where((t_cap > 1e-4) & (rad2 <= r**2), t_cap, jnp.inf))
 
     # Spheres: static ones, then moving ones (centre depends on the frame's time).
     dyn = _dynamic_centres(params, times)  # [N, ND, 3]
     centres = jnp.concatenate([jnp.broadcast_to(params["sph"][None, :, :3], (n, ns, 3)), dyn], 1)  # [N, K, 3]
     radii = jnp.concatenate([params["sph"][:, 3], params["dyn_start"][:, 3]])
-    a_all = dx**2 + dy**2 + dz**2
-    for s in range(centres.shape[1]):
-        px, py, pz = (origin[..., i] - centres[:, s, i][:, None, None] for i in range(3))
-        bq = px * dx + py * dy + pz * dz
-        disc = bq**2 - a_all * (px**2 + py**2 + pz**2 - radii[s] ** 2)
-        t = (-bq - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_all
-        take(jnp.where((disc > 0) & (t > 1e-4), t, jnp.inf), NUM_WALLS + nb + nc + s)
+    px, py, pz = (origin[..., i, None] - centres[:, None, None, :, i] for i in range(3))  # [N, 1, 1, K]
+    bq = px * dx_ + py * dy_ + pz * dz_
+    a_all = per_object(dx**2 + dy**2 + dz**2)
+    disc = bq**2 - a_all * (px**2 + py**2 + pz**2 - radii**2)
+    t = (-bq - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_all
+    t_sph = jnp.where((disc > 0) & (t > 1e-4), t, jnp.inf)
 
-    hits = jnp.stack(hits, -1)
+    hits = [t_best[..., None], t_box, t_cyl, t_sph]  # distances [N, H, W, *] of every surface
+    hits = jnp.concatenate(hits, -1)
     winner = jnp.argmin(hits, -1)
     t_best = jnp.min(hits, -1)
     surface = jnp.where(winner == 0, 2 * axis + (d_axis > 0), winner + NUM_WALLS - 1)
