@@ -107,6 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.dynamic_objects = 0
     c.data.shuffle_seed = 0
     c.data.prefetch = 2
+    c.data.latent_cache_dir = ""  # on-disk latent cache (data.latent_cache); "" = encode every time
 
     # Training (DESIGN.md §5, §6).
     c.train = ml_collections.ConfigDict()

@@ -10,6 +10,7 @@ from mirage_jax import sharding
 from mirage_jax.config import load_config
 from mirage_jax.data import pipeline, tfds_io
 from mirage_jax.data.examples import ExampleSpec
+from mirage_jax.data.latent_cache import CachedLatentSpace
 from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.models.text import make_text_encoder
 
@@ -146,3 +147,23 @@ def test_bad_arguments(setup, tmp_path):
     bad.data.target_frames = 10
     with pytest.raises(ValueError, match="target_frames"):
         ExampleSpec.from_config(bad)
+
+
+def test_latent_cache_reused_and_identical(setup, tmp_path):
+    config, source, ls, te = setup
+    plain = pipeline.make_train_iterator(config, ls, te, source=source)
+    reference = _take(plain, 2)
+    plain.close()
+    cached = config.copy_and_resolve_references()
+    cached.data.latent_cache_dir = str(tmp_path / "latents")
+    for _ in range(2):  # first pass fills the cache, second reads it
+        it = pipeline.make_train_iterator(cached, ls, te, source=source)
+        _assert_batches_equal(_take(it, 2), reference)
+        it.close()
+    assert len(list((tmp_path / "latents").glob("*.npy"))) > 0
+
+    space = CachedLatentSpace(ls, tmp_path / "direct")
+    video = np.zeros((1, 5, 16, 32, 3), np.float32)
+    first, again = space.encode(video), space.encode(video)
+    np.testing.assert_array_equal(first, again)
+    assert (space.misses, space.hits) == (1, 1)

@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 from mirage_jax import sharding
 from mirage_jax.data import tfds_io
 from mirage_jax.data.examples import ExampleSpec, make_example
+from mirage_jax.data.latent_cache import CachedLatentSpace
 from mirage_jax.data.pose_clips import pose_clips_dataset_builder as pcb
 
 BATCH_LOGICAL_AXES = ("batch",)
@@ -87,7 +88,8 @@ def make_train_iterator(config, latent_space, text_encoder, *, split: str = "tra
     Each batch holds this process's ``config.train.batch_size // process_count`` examples (numpy); turn it
     into global arrays with :func:`global_batch`. ``process_index/count`` default to JAX's (override them to
     simulate hosts). ``source`` overrides the clip source (default :func:`clip_source`). Prefetch is bounded
-    by ``config.data.prefetch`` batches' worth of elements and ``num_threads`` threads.
+    by ``config.data.prefetch`` batches' worth of elements and ``num_threads`` threads. With
+    ``config.data.latent_cache_dir`` set, latents come from that on-disk cache when present.
     """
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
@@ -95,6 +97,8 @@ def make_train_iterator(config, latent_space, text_encoder, *, split: str = "tra
         raise ValueError(f"config.train.batch_size={config.train.batch_size} is not divisible by {pc} processes")
     per_host = config.train.batch_size // pc
     source = clip_source(config, split) if source is None else source
+    if config.data.latent_cache_dir:
+        latent_space = CachedLatentSpace(latent_space, os.path.expanduser(config.data.latent_cache_dir))
     ds = make_dataset(source, ExampleSpec.from_config(config), latent_space, text_encoder, batch_size=per_host,
                       seed=config.data.shuffle_seed, process_index=pi, process_count=pc)
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(1, config.data.prefetch))
