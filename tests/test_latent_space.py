@@ -68,3 +68,28 @@ def test_unknown_kind_and_channel_mismatch():
     c.latent.channels = 12
     with pytest.raises(ValueError, match="channels"):
         make_latent_space(c)
+
+
+def test_wan_vae_kind_from_checkpoint(tmp_path):
+    """kind "wan_vae": attributes, input errors before compute, and the Orbax checkpoint is what gets loaded."""
+    import jax
+    from flax import nnx
+
+    from mirage_jax.models.vae import VAEConfig, WanVAE, save
+
+    c = load_config("tiny")
+    c.latent.kind, c.latent.spatial_factor = "wan_vae", 16
+    c.latent.vae.base_dim, c.latent.vae.decoder_base_dim = 8, 16
+    reference = WanVAE(VAEConfig(base_dim=8, decoder_base_dim=16), seed=3)
+    save(reference, tmp_path / "vae")
+    c.latent.vae.checkpoint = str(tmp_path / "vae")
+    space = make_latent_space(c)
+    assert (space.spatial_factor, space.temporal_factor, space.channels) == (16, 4, 48)
+    assert space.latent_shape((2, 9, 64, 96, 3)) == (2, 3, 4, 6, 48)
+    for a, b in zip(jax.tree.leaves(nnx.state(reference, nnx.Param)), jax.tree.leaves(nnx.state(space.vae, nnx.Param))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="4N\\+1"):
+        space.encode(np.zeros((1, 6, 32, 32, 3), np.float32))
+    c.latent.vae.base_dim = 16  # sizes disagree with the checkpoint
+    with pytest.raises(ValueError, match="differ from the checkpoint"):
+        make_latent_space(c)

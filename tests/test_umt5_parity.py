@@ -99,3 +99,33 @@ def test_text_encoder_end_to_end_with_cache(pair, tokenizer_path, tmp_path):
     again = enc.encode(["the lamp"])
     np.testing.assert_array_equal(again[0], out[1])
     assert enc.num_encoded == 2
+
+
+def test_convert_cli_from_transformers_and_original_names(pair, tmp_path):
+    """``mirage-jax convert umt5`` from transformers safetensors; the original (Wan) names load identically."""
+    import argparse
+
+    import jax
+    import safetensors.numpy
+    from flax import nnx
+
+    from mirage_jax.convert import umt5 as convert_umt5
+    from mirage_jax.models import umt5
+
+    _, hf, ours = pair
+    state = {k: v.numpy().copy() for k, v in hf.state_dict().items()}
+    safetensors.numpy.save_file({k: v for k, v in state.items() if k != "encoder.embed_tokens.weight"},
+                                str(tmp_path / "hf.safetensors"))  # fmt: skip
+    parser = argparse.ArgumentParser()
+    convert_umt5.add_arguments(parser)
+    assert convert_umt5.run(parser.parse_args(["--source", str(tmp_path / "hf.safetensors"), "--out",
+                                               str(tmp_path / "out")])) == 0  # fmt: skip
+    loaded = umt5.load(tmp_path / "out")
+    original = umt5.UMT5Encoder(loaded.cfg, seed=5)
+    convert_umt5.load_into(
+        original, [(convert_umt5.to_original(k), v) for k, v in state.items() if k != "shared.weight"]
+    )
+    expected = jax.tree.leaves(nnx.state(ours, nnx.Param))
+    for other in (loaded, original):
+        for a, b in zip(jax.tree.leaves(nnx.state(other, nnx.Param)), expected):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
