@@ -1,0 +1,189 @@
+"""``mirage-jax plan``: AOT-compile one training step on simulated devices and report per-device memory.
+
+Nothing is allocated: the model, optimizer state and batch are abstract (``nnx.eval_shape``,
+``jax.ShapeDtypeStruct`` with shardings from the logical axes); the step (DiT + VACE + LoRA forward, flow-matching
+loss on the target frames, backward, AdamW update) is lowered and compiled for the mesh and
+``compiled.memory_analysis()`` gives the per-device argument / temporary (activation) bytes.
+
+    mirage-jax plan --config configs/wan22_ti2v_5b.py --mesh fsdp=8,tensor=1 [--stage vace|lora|full]
+
+When JAX has not started yet, the number of simulated CPU devices is set from ``--mesh`` (XLA_FLAGS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="config file, e.g. configs/wan22_ti2v_5b.py")
+    parser.add_argument("--mesh", default="fsdp=8,tensor=1", help="mesh sizes, e.g. data=1,fsdp=8,tensor=1")
+    parser.add_argument("--stage", default="vace", choices=("vace", "lora", "full"), help="what trains")
+    parser.add_argument("--height", type=int, default=44, help="latent height (704 px / 16)")
+    parser.add_argument("--width", type=int, default=80, help="latent width (1280 px / 16)")
+    parser.add_argument("--targets", type=int, default=9, help="target latent frames")
+    parser.add_argument("--preceding", type=int, default=2, help="preceding latent frames")
+    parser.add_argument("--references", type=int, default=4, help="reference latent frames")
+    parser.add_argument("--batch-per-device", type=int, default=1, help="samples per data/fsdp shard")
+    parser.add_argument("--frozen-dtype", default=None, help="storage dtype of frozen params (default: param_dtype)")
+    parser.add_argument("--json", default=None, help="also write the report as JSON to this path")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config override")
+
+
+def _simulate_devices(count: int) -> None:
+    """Asks XLA for ``count`` host devices if no JAX backend is initialised yet."""
+    import sys
+
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            return
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _device_bytes(tree, shardings) -> int:
+    import jax
+    import numpy as np
+
+    total = 0
+    for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+        total += int(np.prod(sharding.shard_shape(leaf.shape))) * np.dtype(leaf.dtype).itemsize
+    return total
+
+
+def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, preceding: int, references: int,
+         batch_per_device: int = 1, frozen_dtype: str | None = None) -> dict:
+    """Compiles one training step abstractly on ``mesh``; returns counts, bytes per device and timings."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from mirage_jax.models import DiTSettings, WanDiT, state_shardings
+    from mirage_jax.models.lora import trainable_filter
+    from mirage_jax.models.partitioning import fitted_spec
+
+    s = DiTSettings.from_config(config)
+    t0 = time.perf_counter()
+    abstract = nnx.eval_shape(lambda: WanDiT(s, rngs=nnx.Rngs(0)))
+    graphdef, trainable, frozen = nnx.split(abstract, trainable_filter(stage), ...)
+    if frozen_dtype:
+        frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(frozen_dtype)), frozen)
+    counts = {"dit": 0, "vace": 0, "lora": 0}
+    for path, var in nnx.to_flat_state(nnx.state(abstract)):
+        key = "lora" if "lora" in str(path[-1]) else "vace" if path[0] == "vace" else "dit"
+        counts[key] += int(var.size)
+    p_train = state_shardings(trainable, mesh, s.rules)
+    p_frozen = state_shardings(frozen, mesh, s.rules)
+    tx = optax.adamw(config.train.lr, b1=config.train.b1, b2=config.train.b2, weight_decay=config.train.weight_decay)
+    opt_abstract = jax.eval_shape(tx.init, trainable)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    p_opt = optax.tree_map_params(tx, lambda _, sh: sh, opt_abstract, p_train,
+                                  transform_non_params=lambda _: replicated)
+
+    batch = batch_per_device * mesh.shape["data"] * mesh.shape["fsdp"]
+    frames = references + targets + preceding
+    m = config.model
+    shapes = {
+        "latents": (batch, frames, height, width, m.in_channels),
+        "noise": (batch, frames, height, width, m.in_channels),
+        "timesteps": (batch, frames),
+        "context": (batch, config.text.max_length, m.text_dim),
+        "control": (batch, targets + preceding, height, width, m.vace_in_channels),
+        "frame_mask": (batch, frames),
+    }
+    batch_axes = ("batch", None, None, None, None)
+    p_batch = {k: NamedSharding(mesh, fitted_spec(v, batch_axes[: len(v)], s.rules, mesh.shape))
+               for k, v in shapes.items()}
+    abstract_batch = {k: jax.ShapeDtypeStruct(v, jnp.bool_ if k == "frame_mask" else jnp.float32,
+                                              sharding=p_batch[k]) for k, v in shapes.items()}
+
+    def step(trainable, frozen, opt_state, data):
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, frozen)
+            sigma = data["timesteps"][:, :, None, None, None] / 1000.0
+            x_t = (1 - sigma) * data["latents"] + sigma * data["noise"]
+            v = model(x_t, data["timesteps"], data["context"], num_references=references,
+                      control=data["control"], frame_mask=data["frame_mask"])
+            err = jnp.square(v - (data["noise"] - data["latents"]))[:, references:references + targets]
+            return jnp.mean(err)
+
+        loss, grads = jax.value_and_grad(loss_fn)(trainable)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), opt_state, loss
+
+    def with_sharding(tree, shardings):
+        return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), tree, shardings)
+
+    jitted = jax.jit(step, in_shardings=(p_train, p_frozen, p_opt, p_batch),
+                     out_shardings=(p_train, p_opt, replicated), donate_argnums=(0, 2))
+    with jax.set_mesh(mesh):
+        lowered = jitted.lower(with_sharding(trainable, p_train), with_sharding(frozen, p_frozen),
+                               with_sharding(opt_abstract, p_opt), abstract_batch)
+    t_lower = time.perf_counter() - t0
+    compiled = lowered.compile()
+    t_compile = time.perf_counter() - t0 - t_lower
+    mem = compiled.memory_analysis()
+    per_device = {
+        "trainable_params": _device_bytes(trainable, p_train),
+        "frozen_params": _device_bytes(frozen, p_frozen),
+        "optimizer": _device_bytes(opt_abstract, p_opt),
+        "batch": _device_bytes(abstract_batch, p_batch),
+        "arguments": int(mem.argument_size_in_bytes),
+        "outputs": int(mem.output_size_in_bytes),
+        "aliased": int(mem.alias_size_in_bytes),
+        "temp_activations": int(mem.temp_size_in_bytes),
+    }
+    per_device["total"] = (per_device["arguments"] + per_device["outputs"] - per_device["aliased"]
+                           + per_device["temp_activations"])
+    return {"mesh": dict(mesh.shape), "stage": stage, "global_batch": batch, "frames": frames,
+            "tokens_per_sample": frames * (height // m.patch_size[1]) * (width // m.patch_size[2]),
+            "param_counts": counts, "bytes_per_device": per_device,
+            "lower_s": round(t_lower, 1), "compile_s": round(t_compile, 1)}
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:10.3f} GB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from mirage_jax.sharding import parse_mesh_spec
+
+    sizes = {"data": 1, "fsdp": 1, "tensor": 1, **parse_mesh_spec(args.mesh)}
+    if any(v < 1 for v in sizes.values()):
+        raise ValueError(f"--mesh {args.mesh!r}: plan needs explicit positive sizes")
+    count = sizes["data"] * sizes["fsdp"] * sizes["tensor"]
+    _simulate_devices(count)
+    import jax
+
+    from mirage_jax.config import load_config
+    from mirage_jax.sharding import make_mesh
+
+    if len(jax.devices()) < count:
+        raise ValueError(f"--mesh {args.mesh!r} needs {count} devices, JAX has {len(jax.devices())} "
+                         f"(set XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts)")
+    config = load_config(args.config, args.set)
+    mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], jax.devices()[:count])
+    report = plan(config, mesh, stage=args.stage, height=args.height, width=args.width, targets=args.targets,
+                  preceding=args.preceding, references=args.references, batch_per_device=args.batch_per_device,
+                  frozen_dtype=args.frozen_dtype)
+    c = report["param_counts"]
+    print(f"config {config.name}  mesh {report['mesh']}  stage {args.stage}  global batch {report['global_batch']}"
+          f"  frames {report['frames']}  tokens/sample {report['tokens_per_sample']}")
+    print(f"parameters: DiT {c['dit'] / 1e9:.3f} B + VACE {c['vace'] / 1e9:.3f} B + LoRA {c['lora'] / 1e6:.1f} M")
+    print("per-device bytes:")
+    for key, value in report["bytes_per_device"].items():
+        print(f"  {key:<18}{_gb(value)}")
+    print(f"lower {report['lower_s']} s, compile {report['compile_s']} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
