@@ -35,7 +35,7 @@ def test_procedural_round_trip(tmp_path):
 
 
 def test_npz_folder_round_trip_with_resize(tmp_path):
-    clips = [synthetic.render_clip(s, 3, 12, 20, "pan") for s in (1, 2)]
+    clips = [synthetic.render_clip(s, 3, 12, 20, "pan", dynamic_objects=1) for s in (1, 2)]  # compiled above
     for s, clip in enumerate(clips):
         save_geometry_npz(tmp_path / "in" / f"sample{s}", clip)
     same = pcb.make_config("npz", input_dir=str(tmp_path / "in"), height=12, width=20)

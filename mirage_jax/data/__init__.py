@@ -1,4 +1,11 @@
-"""Pose-annotated clips: procedural worlds, geometry.npz I/O, TFDS datasets and the Grain input pipeline."""
+"""Pose-annotated clips (DESIGN.md §7).
+
+- ``synthetic``: procedural worlds (``render_clip``, ``render_views``, ``make_world``) — the embedded data.
+- ``npz``: the official ``geometry.npz`` layout (``load_geometry_npz``, ``save_geometry_npz``, ``validate_clip``).
+- ``sources`` + ``pose_clips`` (TFDS builder) + ``tfds_io``: ArrayRecord datasets readable without TensorFlow.
+- ``examples`` + ``pipeline``: the Grain input pipeline producing BATCH.md training batches.
+- ``cli``: ``mirage-jax data build``.
+"""
 
 from mirage_jax.data.npz import load_geometry_npz, save_geometry_npz, validate_clip
 
