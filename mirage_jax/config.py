@@ -80,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.remat_policy = "nothing_saveable"  # "none", "nothing_saveable", "dots_saveable"
     c.model.compute_dtype = "bfloat16"
     c.model.param_dtype = "float32"
-    c.model.attention = "xla"  # "xla", "cudnn", "splash"
+    c.model.attention = "xla"  # "xla", "cudnn", "splash", "chunked" (memory-efficient XLA)
 
     # Latent spatial memory (DESIGN.md §3).
     c.memory = ml_collections.ConfigDict()

@@ -178,3 +178,16 @@ def test_bad_inputs_raise_value_errors(model, inputs):
         model(x, t, ctx, num_references=R, frame_mask=np.ones((B, F), np.float32))
     with pytest.raises(ValueError, match="attention"):
         build_model(load_config("configs/tiny.py", ["model.attention=splash"]))
+
+
+def test_chunked_attention_matches_xla_with_grads():
+    from mirage_jax.models.attention import attend, chunked_attention
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, n, 3, 8)), jnp.float32) for n in (50, 40, 40))
+    mask = jnp.asarray(rng.random((2, 40)) > 0.3)
+    ref = lambda q, k, v: jnp.sum(jnp.sin(attend(q, k, v, mask, "xla")))  # noqa: E731
+    ours = lambda q, k, v: jnp.sum(jnp.sin(chunked_attention(q, k, v, mask, chunk=16)))  # noqa: E731
+    np.testing.assert_allclose(ours(q, k, v), ref(q, k, v), rtol=1e-5)
+    for a, b in zip(jax.grad(ours, (0, 1, 2))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -6,6 +6,9 @@
 * ``"xla"``: ``jax.nn.dot_product_attention(implementation="xla")``; runs everywhere (the CPU default).
 * ``"cudnn"``: cuDNN fused (flash) attention through ``jax.nn.dot_product_attention``; needs an NVIDIA GPU.
 * ``"splash"``: the Pallas TPU splash-attention kernel (key padding through segment ids); needs a TPU.
+* ``"chunked"``: pure XLA, queries in blocks of ``QUERY_CHUNK`` under ``jax.lax.map`` + ``jax.checkpoint``, so
+  only one block's scores [B, H, chunk, S] live at a time, in the forward and the backward (memory-efficient
+  attention for any backend, e.g. long sequences on CPU or for AOT memory plans).
 
 ``check_available(impl)`` raises a ``ValueError`` naming the missing platform before anything is compiled.
 """
@@ -17,7 +20,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-_PLATFORM = {"xla": None, "cudnn": "gpu", "splash": "tpu"}
+_PLATFORM = {"xla": None, "cudnn": "gpu", "splash": "tpu", "chunked": None}
+QUERY_CHUNK = 1024
 
 
 def check_available(impl: str) -> None:
@@ -35,6 +39,17 @@ def check_available(impl: str) -> None:
 def _dot_product(q, k, v, key_mask, implementation):
     mask = None if key_mask is None else key_mask[:, None, None, :]
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
+def chunked_attention(q, k, v, key_mask, chunk: int = QUERY_CHUNK):
+    """XLA attention over query blocks of ``chunk`` tokens (rematerialised per block in the backward)."""
+    b, t, h, d = q.shape
+    if t <= chunk:
+        return _dot_product(q, k, v, key_mask, "xla")
+    n = -(-t // chunk)
+    blocks = jnp.pad(q, ((0, 0), (0, n * chunk - t), (0, 0), (0, 0))).reshape(b, n, chunk, h, d).swapaxes(0, 1)
+    out = jax.lax.map(jax.checkpoint(lambda qi: _dot_product(qi, k, v, key_mask, "xla")), blocks)
+    return out.swapaxes(0, 1).reshape(b, n * chunk, h, d)[:, :t]
 
 
 def _splash(q, k, v, key_mask):
@@ -66,4 +81,6 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
         return _dot_product(q, k, v, key_mask, "cudnn")
     if impl == "splash":
         return _splash(q, k, v, key_mask)
+    if impl == "chunked":
+        return chunked_attention(q, k, v, key_mask)
     raise ValueError(f"attention impl {impl!r}: expected one of {sorted(_PLATFORM)}")
