@@ -231,12 +231,16 @@ def _render(params, intrinsics, cam2world, times, hw):
     d_axis = jnp.where(axis == 0, dx, jnp.where(axis == 1, dy, dz))
 
     # Pass 1b: boxes rotated by yaw about the vertical axis (slab test in the box frame). Objects of one kind
-    # are a trailing axis [N, H, W, K]: one set of ops per kind keeps the program (and its compile) small.
+    # are a LEADING axis [K, N, H, W]: one set of ops per kind keeps the program (and its compile) small, and
+    # the nearest-hit reduction over a leading axis vectorises (over a trailing one XLA:CPU was 3x slower).
     def per_object(x):
-        return x[..., None]
+        return x[None]
 
-    cos, sin = jnp.cos(params["box_yaw"]), jnp.sin(params["box_yaw"])
-    (cx, cy, cz), (hx, hy, hz) = params["box_center"].T, params["box_half"].T
+    def column(x):
+        return x[:, None, None, None]
+
+    cos, sin = column(jnp.cos(params["box_yaw"])), column(jnp.sin(params["box_yaw"]))
+    (cx, cy, cz), (hx, hy, hz) = (column(a) for a in params["box_center"].T), (column(a) for a in params["box_half"].T)
     ox_, oy_, oz_, dx_, dy_, dz_ = (per_object(a) for a in (ox, oy, oz, dx, dy, dz))
     lx, lz = (ox_ - cx) * cos - (oz_ - cz) * sin, (ox_ - cx) * sin + (oz_ - cz) * cos
     ldx, ldz = dx_ * cos - dz_ * sin, dx_ * sin + dz_ * cos
@@ -251,7 +255,7 @@ def _render(params, intrinsics, cam2world, times, hw):
 
     # Vertical cylinders standing on the floor: side surface and top cap.
     floor = hi[1]
-    cx, cz, r, top = params["cyl"].T
+    cx, cz, r, top = (column(a) for a in params["cyl"].T)
     a_xz = per_object(jnp.maximum(dx**2 + dz**2, 1e-12))
     px, pz = ox_ - cx, oz_ - cz
     bq = px * dx_ + pz * dz_
@@ -267,17 +271,17 @@ def _render(params, intrinsics, cam2world, times, hw):
     dyn = _dynamic_centres(params, times)  # [N, ND, 3]
     centres = jnp.concatenate([jnp.broadcast_to(params["sph"][None, :, :3], (n, ns, 3)), dyn], 1)  # [N, K, 3]
     radii = jnp.concatenate([params["sph"][:, 3], params["dyn_start"][:, 3]])
-    px, py, pz = (origin[..., i, None] - centres[:, None, None, :, i] for i in range(3))  # [N, 1, 1, K]
+    px, py, pz = (origin[None, ..., i] - centres.T[i][:, :, None, None] for i in range(3))  # [K, N, 1, 1]
     bq = px * dx_ + py * dy_ + pz * dz_
     a_all = per_object(dx**2 + dy**2 + dz**2)
-    disc = bq**2 - a_all * (px**2 + py**2 + pz**2 - radii**2)
+    disc = bq**2 - a_all * (px**2 + py**2 + pz**2 - column(radii) ** 2)
     t = (-bq - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_all
     t_sph = jnp.where((disc > 0) & (t > 1e-4), t, jnp.inf)
 
-    hits = [t_best[..., None], t_box, t_cyl, t_sph]  # distances [N, H, W, *] of every surface
-    hits = jnp.concatenate(hits, -1)
-    winner = jnp.argmin(hits, -1)
-    t_best = jnp.min(hits, -1)
+    hits = [t_best[None], t_box, t_cyl, t_sph]  # distances [*, N, H, W] of every surface
+    hits = jnp.concatenate(hits, 0)
+    winner = jnp.argmin(hits, 0)
+    t_best = jnp.min(hits, 0)
     surface = jnp.where(winner == 0, 2 * axis + (d_axis > 0), winner + NUM_WALLS - 1)
     t_best, surface, axis, d_axis = jax.lax.optimization_barrier((t_best, surface, axis, d_axis))
 
@@ -288,7 +292,8 @@ def _render(params, intrinsics, cam2world, times, hw):
         return jnp.stack([jnp.where(index == i, value, 0.0) for i in range(3)], -1)
 
     wall_normal = axis_vector(axis, -jnp.sign(d_axis))
-    box_table = jnp.concatenate([params["box_center"], params["box_half"], cos[:, None], sin[:, None]], -1)
+    yaw = params["box_yaw"][:, None]
+    box_table = jnp.concatenate([params["box_center"], params["box_half"], jnp.cos(yaw), jnp.sin(yaw)], -1)
     box = box_table[jnp.clip(surface - NUM_WALLS, 0, nb - 1)]  # [N, H, W, 8]
     b_cos, b_sin = box[..., 6], box[..., 7]
     rel = point - box[..., :3]
