@@ -20,11 +20,16 @@ RGB_VOXEL = 1e-3  # metres: only exact re-observations of a surface point are me
 
 
 class RGBCache(PointCache):
-    """Coloured points at pixel resolution; reads render and encode (``space``: the rollout's latent space)."""
+    """Coloured points at pixel resolution; reads render and encode (``space``: the rollout's latent space).
 
-    def __init__(self, capacity: int, space, write_frames: int):
+    Views are rendered ``view_batch`` at a time (the z-buffer materialises ``[views, points]`` cells, which at
+    704x1280 and millions of points would not fit in memory for a whole chunk at once).
+    """
+
+    def __init__(self, capacity: int, space, write_frames: int, view_batch: int = 4):
         super().__init__(memory.init(capacity, 3, jnp.float32, voxel_size=RGB_VOXEL), write_frames)
         self.space = space
+        self.view_batch = view_batch
 
     def write(self, latents, frames, depth, keep, k_depth, c2w, k_pix):
         """Stores ``frames [T,H,W,3]`` in [-1,1] with ``depth [T,Hd,Wd]`` (nearest-upsampled to pixels) and
@@ -39,7 +44,13 @@ class RGBCache(PointCache):
 
     def render(self, views: Views):
         """Renders ``[F, H, W, 3]`` (0 where empty) and the pixel hit mask ``[F, H, W]``."""
-        return memory.read(self.state, jnp.asarray(views.k_pix), jnp.asarray(views.c2w_pix), views.pix_hw)
+        f, b = len(views.k_pix), self.view_batch
+        pad = -f % b
+        k = np.concatenate([views.k_pix, np.repeat(views.k_pix[-1:], pad, 0)])
+        c2w = np.concatenate([views.c2w_pix, np.repeat(views.c2w_pix[-1:], pad, 0)])
+        parts = [memory.read(self.state, jnp.asarray(k[i: i + b]), jnp.asarray(c2w[i: i + b]), views.pix_hw)
+                 for i in range(0, f + pad, b)]
+        return jnp.concatenate([p[0] for p in parts])[:f], jnp.concatenate([p[1] for p in parts])[:f]
 
     def read(self, views: Views):
         rgb, hit = self.render(views)
