@@ -103,7 +103,7 @@ def test_vace_stage_changes_only_vace_parameters(config):
 
 @pytest.mark.slow
 def test_checkpoint_from_8_device_mesh_restores_on_one_device(full_runs, config, tmp_path):
-    _, s8, _, _ = full_runs
+    _, (_, s8, _, _) = full_runs
     ck = Checkpointer(tmp_path / "checkpoints", keep=2)
     model8 = nnx.merge_state(s8["trainable"]["dit"], s8["frozen"])
     ck.save(2, model=model8, opt=s8["opt"], train={"step": s8["step"], "rng": s8["rng"]},

@@ -101,14 +101,17 @@ class _Run:
                                          async_save=config.train.async_checkpointing)
         self.writer = MetricsWriter(workdir, enabled=self.is_chief)
 
-        example = next(self.make_iterator())
+        # a separate iterator from the same start: its first batches are the fixed evaluation batches
+        eval_iterator = self.make_iterator()
+        example = next(eval_iterator)
         keys = BATCH_KEYS + (("target_depth",) if self.head is not None else ())
         self.batch_shardings = {k: batch_sharding(mesh, np.ndim(example[k]), self.rules) for k in keys}
         self.eval_batches = []
         if config.train.eval_every > 0 and config.train.eval_batches > 0:
-            eval_iterator = self.make_iterator()
-            self.eval_batches = [self.global_batch(next(eval_iterator))
-                                 for _ in range(config.train.eval_batches)]
+            self.eval_batches = [self.global_batch(example)]
+            self.eval_batches += [self.global_batch(next(eval_iterator)) for _ in range(config.train.eval_batches - 1)]
+        if hasattr(eval_iterator, "close"):
+            eval_iterator.close()
         r = min(example["reference_latents"].shape[1], self.settings.max_references)
         p = min(example["preceding_latents"].shape[1], self.settings.max_preceding)
         score = constant_score_latent(config, latent_space, example["target_latents"].shape[1] + p)

@@ -29,8 +29,9 @@ def stage_plan(train_config) -> list[tuple[str, int]]:
 def mesh_sizes(config, device_count: int, process_count: int = 1) -> dict[str, int]:
     """The resolved ``{data, fsdp, tensor}`` sizes of ``config.mesh`` for ``device_count`` devices.
 
-    A mesh without a -1 axis may use fewer devices than there are (the first ones; e.g. the tiny config's
-    one-device mesh under 8 simulated devices) in a single-process run; multi-process meshes must cover all.
+    A mesh without a -1 axis may use fewer devices than there are: a single process uses the first ones (e.g.
+    the tiny config's one-device mesh under 8 simulated devices); a multi-process run multiplies the ``data``
+    axis to cover every device (pure data parallelism across processes).
     """
     sizes = {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
     for name, value in sizes.items():
@@ -42,8 +43,9 @@ def mesh_sizes(config, device_count: int, process_count: int = 1) -> dict[str, i
             _check(device_count % known == 0, f"mesh.{name}", value, f"{known} to divide {device_count} devices")
             sizes[name] = device_count // known
     total = int(np.prod(list(sizes.values())))
-    if process_count > 1:
-        _check(total == device_count, "mesh", dict(sizes), f"sizes whose product is the device count {device_count}")
+    if process_count > 1 and total < device_count:  # every process must hold devices: replicate over `data`
+        _check(device_count % total == 0, "mesh", dict(sizes), f"sizes dividing the device count {device_count}")
+        sizes["data"] *= device_count // total
     _check(total <= device_count, "mesh", dict(sizes), f"at most {device_count} devices in all")
     return sizes
 
