@@ -119,3 +119,11 @@ def test_bad_inputs_fail_before_compute(config, clip):
     bad_chunk = config.copy_and_resolve_references()
     bad_chunk.sample.chunk_frames = 16
     _bad(bad_chunk, clip, "sample.chunk_frames=16")
+
+
+def test_batched_cfg_runs_and_is_exact_for_a_context_free_model(config, clip, oracle_runs):
+    """The oracle ignores the text, so cond == uncond and ``u + g (c - u)`` must reproduce the unguided video."""
+    guided = config.copy_and_resolve_references()
+    guided.sample.guidance_scale = 3.0
+    result = rollout(guided, oracle_model(guided.latent.channels), clip, FRAMES, cache="latent", progress=False)
+    np.testing.assert_allclose(result.latents, oracle_runs["latent"].latents, atol=1e-5)
