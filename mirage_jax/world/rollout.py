@@ -206,7 +206,7 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
         ref_idx, ref_iou = scene_cache.references(views, k_lat[history_pose], poses[history_pose], generated, num_refs,
                                                   float(mem_cfg.reference_iou_threshold), float(mem_cfg.voxel_size))
         prec_idx = _preceding_indices(chunk, num_prec)
-        refs, ref_mask = _pad(latents[ref_idx[::-1]], num_refs, at_front=True)  # the best reference last
+        refs, ref_mask = _pad(latents[ref_idx], num_refs, at_front=True)  # IoU order, as the official
         prec, prec_mask = _pad(latents[prec_idx], num_prec, at_front=False)
         prec_scene, _ = _pad(scenes[prec_idx], num_prec, at_front=False)
         prec_hit, _ = _pad(hits[prec_idx], num_prec, at_front=False)
