@@ -142,7 +142,8 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
     if n_cand:
         cand[:n_cand] = grid[np.round(np.linspace(0, grid.size - 1, n_cand)).astype(int)]
     lift = np.concatenate([cand, target_idx])
-    lat_depth, points = (np.asarray(a) for a in _lift(depths[lift], masks[lift], k_lat[lift], c2w[lift], hw,
+    keep = np.concatenate([masks[cand], np.ones_like(masks[target_idx])])  # target depth keeps moving objects
+    lat_depth, points = (np.asarray(a) for a in _lift(depths[lift], keep, k_lat[lift], c2w[lift], hw,
                                                       spec.depth_downsample))
     target_depth = lat_depth[nc:]
     rows = np.arange(nc + tl)
