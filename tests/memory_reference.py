@@ -1,9 +1,10 @@
 """Independent numpy implementation of the memory's semantics (DESIGN.md §3), for tests and the benchmark.
 
 Deliberately different machinery from ``mirage_jax.memory``: the state is a compact list of points (no
-slots), geometry is computed in float64, the z-buffer is a lexsort, de-duplication is ``np.isin`` on packed
-int64 voxel keys and eviction is a sort by write id. Same rules: integer cell centres, round half to even,
-``z > near``, nearest wins, exact ties to the lowest write id; the capacity policy of ``memory.write``.
+slots), geometry is computed in float64, the z-buffer is a lexsort, the voxel hash tables (same spec: two
+murmur-mixed tables, exact verification) use uint64 numpy arithmetic and ``np.maximum.at``, and eviction is a
+sort by write id. Same rules: integer cell centres, round half to even, ``z > near``, nearest wins, exact
+ties to the lowest write id; the capacity policy of ``memory.write``.
 """
 
 from __future__ import annotations
@@ -74,28 +75,69 @@ def ref_lift(latents, depths, intrinsics, cam2world, keep=None, mode="bilinear")
     return world.reshape(-1, 3).astype(np.float32), latents.reshape(-1, c), ok.reshape(-1), frame
 
 
-def ref_voxel_keys(points, voxel_size):
-    """Packed int64 voxel keys (21 bits per axis) of ``points [N, 3]``: ``floor(p · f32(1/voxel))``."""
-    cells = np.floor(np.asarray(points, np.float32) * np.float32(1.0 / voxel_size)).astype(np.int64)
-    cells = cells + (1 << 20)
-    return (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+def ref_voxel_cells(points, voxel_size):
+    """Integer voxel coordinates ``[N, 3]`` int64 of ``points [N, 3]``: ``floor(p · f32(1/voxel))``."""
+    return np.floor(np.asarray(points, np.float32) * np.float32(1.0 / voxel_size)).astype(np.int64)
+
+
+def ref_hash_tables(cells, ok, frame):
+    """The write's two voxel hash tables (same spec as ``memory.capacity.voxel_tables``), in numpy.
+
+    ``cells [M, 3]`` int64 voxel coordinates. Returns ``(slots_of(cells) -> [2, K], tables [2, S])`` where a
+    slot holds ``frame·M + index`` of its newest valid cell, -1 if none.
+    """
+    m = len(cells)
+    size = 1 << max(4, (16 * m - 1).bit_length())
+    mask32 = np.uint64(0xFFFFFFFF)
+
+    def slots_of(c):
+        k = np.asarray(c).astype(np.int64).astype(np.uint64) & mask32
+        out = []
+        for seed in (0x9E3779B9, 0x7F4A7C15):
+            h = (np.uint64(seed) + k[:, 0] * np.uint64(0x8DA6B343) + k[:, 1] * np.uint64(0xD8163841)
+                 + k[:, 2] * np.uint64(0xCB1AB31F)) & mask32
+            h ^= h >> np.uint64(16)
+            h = (h * np.uint64(0x85EBCA6B)) & mask32
+            h ^= h >> np.uint64(13)
+            h = (h * np.uint64(0xC2B2AE35)) & mask32
+            h ^= h >> np.uint64(16)
+            out.append((h & np.uint64(size - 1)).astype(np.int64))
+        return np.stack(out)
+
+    tables = np.full((2, size), -1, np.int64)
+    packed = np.asarray(frame) * m + np.arange(m)
+    slots = slots_of(cells)
+    for i in range(2):
+        np.maximum.at(tables[i], slots[i][ok], packed[ok])
+    return slots_of, tables
 
 
 def ref_write(state, latents, depths, intrinsics, cam2world, keep=None, mode="bilinear") -> dict:
     """Reference ``memory.write``: per voxel the latest frame's cells replace older points; evict oldest."""
     latents = np.asarray(latents, np.float32)
     points, feats, ok, frame = ref_lift(latents, depths, intrinsics, cam2world, keep, mode)
-    keys = ref_voxel_keys(points, state["voxel_size"])
-    uniq, group = np.unique(np.where(ok, keys, -1), return_inverse=True)
-    last = np.full(len(uniq), -1)
-    np.maximum.at(last, group, np.where(ok, frame, -1))
-    ok = ok & (frame == last[group])  # one frame per voxel: the latest of this write
+    cells = ref_voxel_cells(points, state["voxel_size"])
+    m = len(cells)
+    slots_of, tables = ref_hash_tables(cells, ok, frame)
+    slots = slots_of(cells)
+    newest = np.full(m, -1)  # newest frame of the cell's voxel, where a table slot verifies it
+    for i in range(2):
+        held = tables[i][slots[i]]
+        same = (held >= 0) & (cells[np.maximum(held, 0) % m] == cells).all(1)
+        newest = np.where(same, held // m, newest)
+    new_ok = ok & ~((newest >= 0) & (newest > frame))  # one frame per voxel: the latest of this write
+    old_cells = ref_voxel_cells(state["points"], state["voxel_size"])
+    old_slots = slots_of(old_cells)
+    replaced = np.zeros(len(old_cells), bool)
+    for i in range(2):
+        held = tables[i][old_slots[i]]
+        replaced |= (held >= 0) & (cells[np.maximum(held, 0) % m] == old_cells).all(1)
+    ok = new_ok
     points, feats, frame = points[ok], feats[ok], frame[ok]
     wid = state["next_write_id"] + np.arange(len(points))
     cap = state["capacity"]
     points, feats, frame, wid_new = points[-cap:], feats[-cap:], frame[-cap:], wid[-cap:]
-    old = ~np.isin(ref_voxel_keys(state["points"], state["voxel_size"]), ref_voxel_keys(points, state["voxel_size"]))
-    survivors = np.flatnonzero(old)
+    survivors = np.flatnonzero(~replaced)
     excess = len(survivors) + len(points) - cap
     if excess > 0:
         survivors = survivors[np.argsort(state["write_id"][survivors], kind="stable")[excess:]]

@@ -1,7 +1,9 @@
 """The bounded-capacity policy's building blocks: voxel de-duplication, oldest-first eviction, slot placement.
 
-All are O(N) or O(N log M) passes over the N slots with static shapes (no sort of N): new points' voxels are
-sorted (M = cells of one write) and every stored point binary-searches its voxel among them.
+All are O(N) passes over the N slots with static shapes and no sort: a write's voxels go into two hash tables
+(scatter-max of the newest cell per slot), and every stored point looks its voxel up there, verifying the
+voxel exactly (so a lookup never confuses two voxels; it can only miss, rarely, when both of a voxel's slots
+hold other voxels of the same write: then an old point survives as a duplicate until age eviction).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import jax.numpy as jnp
 
 # Voxel coordinates are clamped to ±VOXEL_LIMIT (at 5 cm voxels: ±5e7 m, far beyond any scene).
 VOXEL_LIMIT = 2**30
-_NO_VOXEL = jnp.iinfo(jnp.int32).max  # sentinel key of a cell that is not stored; never a clamped voxel
 
 
 def voxel_keys(points, voxel_size: float):
@@ -24,11 +25,6 @@ def voxel_keys(points, voxel_size: float):
     return jnp.clip(cells, -VOXEL_LIMIT, VOXEL_LIMIT).astype(jnp.int32)
 
 
-def _lex_less(a, b):
-    """Lexicographic ``a < b`` for triples of int32 arrays."""
-    return (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] < b[2]))))
-
-
 def group_ids(sorted_cols):
     """Dense group id ``[M]`` int32 of lexicographically sorted key columns (0, 0, 1, 2, 2, ...)."""
     changed = jnp.zeros(sorted_cols[0].shape[0] - 1, bool)
@@ -37,42 +33,71 @@ def group_ids(sorted_cols):
     return jnp.cumsum(jnp.concatenate([jnp.ones((1,), bool), changed]), dtype=jnp.int32) - 1
 
 
-def sort_new_voxels(new_keys, new_ok, frame):
-    """Sorts a write's cells by voxel. Returns ``(table, latest)``.
+# Two independent hashes of a voxel into tables of TABLE_SLOTS_PER_CELL x (cells per write) slots (a power of 2).
+TABLE_SLOTS_PER_CELL = 16
+_HASH_SEEDS = (0x9E3779B9, 0x7F4A7C15)  # one per table
+_HASH_PRIMES = (0x8DA6B343, 0xD8163841, 0xCB1AB31F)
 
-    ``table``: the three sorted key columns ``[M]`` (cells with ``new_ok`` False get a sentinel voxel);
-    ``latest [M]``: ``new_ok`` and no later frame of this write has a cell in the same voxel.
+
+def table_size(num_cells: int) -> int:
+    """Slots of each voxel hash table for a write of ``num_cells`` cells."""
+    return 1 << max(4, (TABLE_SLOTS_PER_CELL * num_cells - 1).bit_length())
+
+
+def voxel_slots(keys, size: int):
+    """``[2, ...]`` int32 slots of voxel ``keys [..., 3]`` in the two hash tables of ``size`` slots."""
+    k = keys.astype(jnp.uint32)
+    slots = []
+    for seed in _HASH_SEEDS:
+        h = jnp.uint32(seed) + k[..., 0] * jnp.uint32(_HASH_PRIMES[0])
+        h = h + k[..., 1] * jnp.uint32(_HASH_PRIMES[1]) + k[..., 2] * jnp.uint32(_HASH_PRIMES[2])
+        h = h ^ (h >> 16)  # murmur3 finaliser: every input bit reaches the low (slot) bits
+        h = h * jnp.uint32(0x85EBCA6B)
+        h = h ^ (h >> 13)
+        h = h * jnp.uint32(0xC2B2AE35)
+        h = h ^ (h >> 16)
+        slots.append((h & jnp.uint32(size - 1)).astype(jnp.int32))
+    return jnp.stack(slots)
+
+
+def voxel_tables(new_keys, new_ok, frame):
+    """Hash tables of a write's voxels, and which cells are of the latest frame in their voxel.
+
+    Each table slot holds the cell with the largest ``(frame, index)`` among the valid cells hashing there
+    (``frame·M + index``, -1 if none). A cell's slot is *verified* when the cell held there is in the same
+    voxel; then that cell's frame is exactly the latest frame of the voxel. Returns ``(tables [2, S] int32,
+    latest [M] bool)``: ``latest`` is ``new_ok`` minus the cells that a verified slot shows to be older than
+    the voxel's latest frame (a cell verified in neither table, because both slots hold other voxels, is
+    kept).
     """
     m = new_keys.shape[0]
-    cols = [jnp.where(new_ok, new_keys[:, i], _NO_VOXEL) for i in range(3)]
-    *table, frame_sorted, index = jax.lax.sort([*cols, frame, jnp.arange(m, dtype=jnp.int32)], num_keys=4)
-    group = group_ids(table)
-    last_frame = jnp.full((m,), -1, jnp.int32).at[group].max(frame_sorted)
-    latest = jnp.zeros((m,), bool).at[index].set(frame_sorted == last_frame[group])
-    return table, latest & new_ok
+    size = table_size(m)
+    slots = voxel_slots(new_keys, size)
+    packed = frame * m + jnp.arange(m, dtype=jnp.int32)
+    tables = jnp.stack([
+        jnp.full((size + 1,), -1, jnp.int32).at[jnp.where(new_ok, slots[i], size)].max(packed)[:size] for i in range(2)
+    ])
+    older = jnp.zeros((m,), bool)
+    for i in range(2):
+        held = tables[i][slots[i]]
+        same = (new_keys[held % m] == new_keys).all(axis=-1)
+        older |= same & (held // m > frame)
+    return tables, new_ok & ~older
 
 
-def voxel_member(query_keys, table):
-    """Whether each ``query_keys [N, 3]`` voxel is in ``table`` (sorted key columns from ``sort_new_voxels``).
+def voxel_member(query_keys, new_keys, tables):
+    """Whether each ``query_keys [N, 3]`` voxel holds a valid cell of the write (``voxel_tables``): O(N).
 
-    A binary search per query: O(N log M), no sort of the N stored points.
+    True when either table's slot for the voxel holds a cell of that same voxel (never a false positive; a
+    voxel whose two slots both hold other voxels of this write is missed).
     """
-    m = table[0].shape[0]
-    query = [query_keys[:, i] for i in range(3)]
-    lo = jnp.zeros(query_keys.shape[0], jnp.int32)
-    hi = jnp.full(query_keys.shape[0], m, jnp.int32)
-
-    def step(_, bounds):
-        lo, hi = bounds
-        mid = (lo + hi) // 2
-        probe = [col[jnp.minimum(mid, m - 1)] for col in table]
-        go_right = (lo < hi) & _lex_less(probe, query)
-        go_left = (lo < hi) & ~go_right
-        return jnp.where(go_right, mid + 1, lo), jnp.where(go_left, mid, hi)
-
-    lo, _ = jax.lax.fori_loop(0, max(1, m.bit_length()), step, (lo, hi))
-    found = [col[jnp.minimum(lo, m - 1)] for col in table]
-    return (lo < m) & (found[0] == query[0]) & (found[1] == query[1]) & (found[2] == query[2])
+    m, size = new_keys.shape[0], tables.shape[1]
+    slots = voxel_slots(query_keys, size)
+    found = jnp.zeros(query_keys.shape[0], bool)
+    for i in range(2):
+        held = tables[i][slots[i]]
+        found |= (held >= 0) & (new_keys[jnp.maximum(held, 0) % m] == query_keys).all(axis=-1)
+    return found
 
 
 def count_below(alive, write_id, threshold):

@@ -91,7 +91,7 @@ def rank_references(iou, k: int = 4, threshold: float = 0.04, history_mask=None)
     return References(indices.astype(jnp.int32), scores, iou)
 
 
-@partial(jax.jit, static_argnames=("hw", "k", "threshold", "voxel_size", "occlusion_aware"))
+@partial(jax.jit, static_argnames=("hw", "k", "voxel_size", "occlusion_aware"))
 def _select(points, valid, key, hist_k, hist_c2w, tgt_k, tgt_c2w, history_mask, hw, k, threshold, voxel_size,
             occlusion_aware):
     seen = partial(visible, points, valid, hw=hw, occlusion_aware=occlusion_aware, key=key)

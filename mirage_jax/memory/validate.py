@@ -78,8 +78,7 @@ def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, ke
     intrinsics, cam2world = check_cameras(intrinsics, cam2world)
     if intrinsics.shape[0] != t:
         raise ValueError(f"intrinsics: expected shape [{t}, 3, 3] (one per latent frame), got {list(intrinsics.shape)}")
-    if is_concrete(latents) and not bool(jnp.isfinite(jnp.asarray(latents, jnp.float32)).all()):
+    if is_concrete(latents) and not np.isfinite(np.asarray(latents, np.float32)).all():
         raise ValueError("latents: contains non-finite values")
-    # an all-True mask when none is given: one compiled program whether or not a mask is passed
-    keep = jnp.ones(ds, bool) if keep is None else jnp.asarray(keep)
+    keep = None if keep is None else jnp.asarray(keep)
     return jnp.asarray(latents), jnp.asarray(depths, jnp.float32), intrinsics, cam2world, keep
