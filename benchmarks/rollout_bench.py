@@ -117,6 +117,7 @@ def cache_cost(hw, factor: int, chunks: int, channels: int = 48, feature_dtype=j
             "latent_s_per_frame": (lat_read + lat_write) / n_new,
             "rgb_s_per_frame": (rgb_render + rgb_encode + rgb_write) / n_new,
         })
+        print(f"  cache cost: chunk {chunk.index + 1}/{len(plan)} done", flush=True)
     return {"hw": list(hw), "latent_hw": list(lat_hw), "channels": channels, "gt_render_s": render_s, "chunks": rows}
 
 
