@@ -88,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.memory.feature_dtype = "bfloat16"
     c.memory.depth_downsample = "bilinear"  # "bilinear" (official-compatible) or "robust"
     c.memory.voxel_size = 0.1
+    c.memory.dedup_voxel_size = 0.05  # memory.init(voxel_size=...): revisits replace older points in these voxels
     c.memory.reference_iou_threshold = 0.04
     c.memory.max_references = 4
     c.memory.num_preceding = 2

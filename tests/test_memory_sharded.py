@@ -30,6 +30,7 @@ def _chunk(rng, t=2, factor=2):
     return latents, depths, intrinsics(t, depths.shape[1:], f=10.0), random_poses(rng, t, radius=0.3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_sharded_write_and_read_equal_unsharded(mesh, dtype):
     rng = np.random.default_rng(20)
