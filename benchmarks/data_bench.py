@@ -41,13 +41,13 @@ def bench_generator(frames: int, height: int, width: int, repeats: int) -> dict:
             "clip_cpu_s": cpu_s, "frames_per_s": frames / clip_s, "frames_per_cpu_s": frames / cpu_s}
 
 
-def bench_pipeline(num_batches: int, data_dir: str) -> dict:
+def bench_pipeline(num_batches: int, data_dir: str, num_clips: int) -> dict:
     from mirage_jax.config import load_config
     from mirage_jax.data import pipeline
     from mirage_jax.models.latent_space import make_latent_space
     from mirage_jax.models.text import make_text_encoder
 
-    config = load_config("tiny", [f"data.data_dir={data_dir}"])
+    config = load_config("tiny", [f"data.data_dir={data_dir}", f"data.num_clips={num_clips}"])
     t = time.perf_counter()
     source = pipeline.clip_source(config)
     build_s = time.perf_counter() - t
@@ -78,7 +78,7 @@ def main() -> None:
         rows.append(bench_generator(49, 64, 112, 3))
         rows.append(bench_generator(33, 256, 448, 3))
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(bench_pipeline(3 if args.quick else 20, args.data_dir or tmp))
+        rows.append(bench_pipeline(3 if args.quick else 20, args.data_dir or tmp, 8 if args.quick else 32))
     rss = _rss_mib()
     # Wall-clock numbers depend on what else runs on the machine; per-CPU-second numbers much less so.
     print(f"{'case':<38} {'wall throughput':>22} {'per CPU-second':>16} {'first call s':>13}")
