@@ -45,13 +45,28 @@ def clip_source(config, split: str = "train", progress=None):
     d = config.data
     if d.source == "procedural":
         ds_config = dataset_config(config)
-        tfds_io.build(ds_config, d.data_dir or None, progress=progress)
+        _build_once_per_job(lambda: tfds_io.build(ds_config, d.data_dir or None, progress=progress))
         return tfds_io.data_source(ds_config, d.data_dir or None, split)
     folder = Path(os.path.expanduser(d.source))
     if not (folder / "dataset_info.json").is_file():
         raise ValueError(f"config.data.source: expected 'procedural' or a prepared TFDS dataset folder (with "
                          f"dataset_info.json), got {d.source!r}")
     return tfds.builder_from_directory(str(folder)).as_data_source(split=split)
+
+
+def _build_once_per_job(build) -> None:
+    """Runs ``build`` on JAX process 0 first, then on the others (a no-op there when the folder is shared,
+    a local build of the same deterministic dataset otherwise): no two processes write one folder at once."""
+    if jax.process_count() == 1:
+        build()
+        return
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    if jax.process_index() == 0:
+        build()
+    multihost_utils.sync_global_devices("mirage_jax.data: procedural dataset built")
+    if jax.process_index() != 0:
+        build()
 
 
 class _MakeExample(grain.transforms.RandomMap):
