@@ -52,25 +52,26 @@ def chunked_attention(q, k, v, key_mask, chunk: int = QUERY_CHUNK):
     return out.swapaxes(0, 1).reshape(b, n * chunk, h, d)[:, :t]
 
 
-def _splash(q, k, v, key_mask):
+def _splash(q, k, v, key_mask, block: int = 512):
+    """Splash attention per batch element; sequences padded to ``block`` multiples, padded/masked keys excluded
+    through segment ids. (Under a multi-device mesh it must run inside ``shard_map``; untested on CPU.)"""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
     batch, t, heads, d = q.shape
     s = k.shape[1]
-    mask = sm.MultiHeadMask([sm.FullMask((t, s)) for _ in range(heads)])
+    tp, sp = t + (-t % block), s + (-s % block)
+    mask = sm.MultiHeadMask([sm.FullMask((tp, sp)) for _ in range(heads)])
     kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1)
+    valid = jnp.ones((batch, s), bool) if key_mask is None else key_mask
+    kv_ids = jnp.where(jnp.pad(valid, ((0, 0), (0, sp - s))), 0, 1).astype(jnp.int32)
+    q_ids = jnp.zeros((batch, tp), jnp.int32)
     q = q * jnp.asarray(1.0 / math.sqrt(d), q.dtype)
-    qh, kh, vh = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H, N, d]
-    if key_mask is None:
-        out = jax.vmap(kernel)(qh, kh, vh)
-    else:
-        q_ids = jnp.zeros((batch, t), jnp.int32)
-        kv_ids = jnp.where(key_mask, 0, 1).astype(jnp.int32)
-        out = jax.vmap(lambda a, b, c, qi, ki: kernel(a, b, c, segment_ids=sk.SegmentIds(qi, ki)))(
-            qh, kh, vh, q_ids, kv_ids
-        )
-    return out.transpose(0, 2, 1, 3)
+    qh = jnp.pad(q, ((0, 0), (0, tp - t), (0, 0), (0, 0))).transpose(0, 2, 1, 3)  # [B, H, N, d]
+    kh, vh = (jnp.pad(a, ((0, 0), (0, sp - s), (0, 0), (0, 0))).transpose(0, 2, 1, 3) for a in (k, v))
+    out = jax.vmap(lambda a, b, c, qi, ki: kernel(a, b, c, segment_ids=sk.SegmentIds(qi, ki)))(
+        qh, kh, vh, q_ids, kv_ids)
+    return out.transpose(0, 2, 1, 3)[:, :t]
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None, impl: str = "xla") -> jax.Array:

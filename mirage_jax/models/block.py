@@ -130,11 +130,14 @@ class Attention(nnx.Module):
         self.impl = s.attention
         self.rules = s.rules
 
+    def _heads(self, a: jax.Array) -> jax.Array:
+        """[B, N, D] -> [B, N, H, D/H] with its logical axes."""
+        return constrain(a.reshape(*a.shape[:2], self.num_heads, -1), ("batch", "length", "heads", "kv"), self.rules)
+
     def __call__(self, x: jax.Array, source: jax.Array, rope: Rope | None, key_mask: jax.Array | None) -> jax.Array:
         """x [B, T, D] attends to source [B, S, D]; key_mask [B, S] bool or None -> [B, T, D]."""
-        heads = lambda a: constrain(a.reshape(*a.shape[:2], self.num_heads, -1), ("batch", "length", "heads", "kv"),
-                                    self.rules)  # noqa: E731
-        q, k, v = heads(self.norm_q(self.q(x))), heads(self.norm_k(self.k(source))), heads(self.v(source))
+        q, k, v = self._heads(self.norm_q(self.q(x))), self._heads(self.norm_k(self.k(source))), self._heads(
+            self.v(source))
         if rope is not None:
             q, k = apply_rope(q, rope.cos, rope.sin), apply_rope(k, rope.cos, rope.sin)
         out = attend(q, k, v, key_mask, self.impl)
