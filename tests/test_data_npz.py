@@ -67,6 +67,7 @@ def _negative(depths):
     ("intrinsics", None, "missing key"),
     ("poses_c2w", None, "missing key"),
     ("frames", lambda f: f[..., :2], "'frames' expected shape"),
+    ("frames", lambda f: f[:2], "'frames' has 2 frames"),
     ("depths", lambda d: d[:, :-1], "'depths' expected shape"),
     ("depths", _negative, "'depths' has negative"),
     ("intrinsics", lambda k: k[:, :2], "'intrinsics' expected shape"),
@@ -81,6 +82,16 @@ def test_malformed_npz_raises_naming_the_key(tmp_path, key, value, match):
         load_geometry_npz(tmp_path / "geometry.npz")
     with pytest.raises(ValueError, match=match):
         save_geometry_npz(tmp_path / "out.npz", clip)
+
+
+def test_single_first_frame_official_layout(tmp_path):
+    clip = _clip()
+    clip["frames"] = clip["frames"][:1]
+    np.savez(tmp_path / "geometry.npz", **clip)
+    back = load_geometry_npz(tmp_path)
+    assert back["frames"].shape[0] == 1 and back["poses_c2w"].shape[0] == 3
+    with pytest.raises(ValueError, match="'frames' has 1 frames, expected 3"):
+        load_geometry_npz(tmp_path, require_all_frames=True)
 
 
 def test_missing_file(tmp_path):

@@ -20,8 +20,11 @@ REQUIRED_KEYS = ("frames", "depths", "intrinsics", "poses_c2w")
 OPTIONAL_KEYS = ("masks", "caption")
 
 
-def validate_clip(clip: dict, source: str = "clip") -> dict:
+def validate_clip(clip: dict, source: str = "clip", allow_single_frame: bool = False) -> dict:
     """Checks a clip dict's keys, dtypes, shapes and values; returns a normalised copy.
+
+    ``allow_single_frame``: accept ``frames [1,H,W,3]`` with ``N > 1`` poses (the official inference layout,
+    where only the first frame is given); otherwise frames must be ``[N,H,W,3]``.
 
     Normalised: ``frames`` uint8, ``depths``/``intrinsics``/``poses_c2w`` float32, ``masks`` bool (all True
     when absent), ``caption`` str ("" when absent). Non-finite depth is treated as invalid and set to 0.
@@ -37,10 +40,14 @@ def validate_clip(clip: dict, source: str = "clip") -> dict:
         if not np.issubdtype(frames.dtype, np.number) or frames.min() < 0 or frames.max() > 255:
             raise ValueError(f"{source}: key 'frames' expected uint8 values in [0, 255], got dtype {frames.dtype}")
         frames = frames.astype(np.uint8)
-    n, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     depths = np.asarray(clip["depths"])
-    if depths.shape != (n, h, w):
-        raise ValueError(f"{source}: key 'depths' expected shape {[n, h, w]} (from frames), got {list(depths.shape)}")
+    if depths.ndim != 3 or depths.shape[1:] != (h, w):
+        raise ValueError(f"{source}: key 'depths' expected shape [N, {h}, {w}] (frame size), got {list(depths.shape)}")
+    n = depths.shape[0]
+    if frames.shape[0] != n and not (allow_single_frame and frames.shape[0] == 1):
+        allowed = f"1 or {n}" if allow_single_frame else f"{n}"
+        raise ValueError(f"{source}: key 'frames' has {frames.shape[0]} frames, expected {allowed} (as depths)")
     depths = depths.astype(np.float32)
     finite = np.isfinite(depths)
     if (depths[finite] < 0).any():
@@ -101,13 +108,13 @@ def read_frames_beside(folder: Path) -> np.ndarray | None:
     return None
 
 
-def load_geometry_npz(path: str | os.PathLike) -> dict:
+def load_geometry_npz(path: str | os.PathLike, *, require_all_frames: bool = False) -> dict:
     """Loads and validates a ``geometry.npz`` (file, or folder holding one); returns the clip dict.
 
     Without pickles (``allow_pickle=False``). When the npz has no ``frames`` key they are read from
-    ``clip.mp4`` / ``frames/`` / ``first_frame.png`` beside it; a single frame is repeated only if the clip has
-    one pose. Raises ``ValueError`` naming the key for missing keys, wrong shapes, non-rigid poses or negative
-    depth.
+    ``clip.mp4`` / ``frames/`` / ``first_frame.png`` beside it. As in the official layout, ``frames`` may hold
+    only the first frame (``[1,H,W,3]``) unless ``require_all_frames`` (training data needs every frame).
+    Raises ``ValueError`` naming the key for missing keys, wrong shapes, non-rigid poses or negative depth.
     """
     path = Path(path)
     if path.is_dir():
@@ -120,4 +127,4 @@ def load_geometry_npz(path: str | os.PathLike) -> dict:
         frames = read_frames_beside(path.parent)
         if frames is not None:
             clip["frames"] = frames
-    return validate_clip(clip, source=str(path))
+    return validate_clip(clip, source=str(path), allow_single_frame=not require_all_frames)

@@ -54,7 +54,7 @@ def npz_folder_clips(input_dir: str | Path, height: int, width: int) -> Iterator
     if not paths:
         raise ValueError(f"input_dir: no geometry.npz found under {str(input_dir)!r}")
     for i, path in enumerate(paths):
-        clip = load_geometry_npz(path)
+        clip = load_geometry_npz(path, require_all_frames=True)
         if not clip["caption"] and (path.parent / "clip.txt").is_file():
             clip["caption"] = (path.parent / "clip.txt").read_text().strip()
         yield i, resize_clip(clip, height, width)
