@@ -42,11 +42,15 @@ BATCH_KEYS = ("target_latents", "target_scene", "target_hit", "preceding_latents
 
 
 class Preemption:
-    """Sets ``requested`` on SIGTERM (installed only from the main thread; restored on exit)."""
+    """SIGTERM → save and stop. The handler (main thread only; restored on exit) sets a local flag; ``poll``
+    turns it into a decision every process agrees on: immediately in a single-process run, at log steps (one
+    small all-gather) in a multi-process run, so all processes take part in the final save together."""
 
-    def __init__(self):
-        self.requested = False
+    def __init__(self, sync_every: int = 1):
+        self.requested = False  # the agreed decision
+        self._signalled = False
         self._previous = None
+        self._sync_every = sync_every
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -54,7 +58,16 @@ class Preemption:
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self._signalled = True
+
+    def poll(self, step: int) -> bool:
+        if jax.process_count() == 1:
+            self.requested = self._signalled
+        elif step % self._sync_every == 0:
+            from jax.experimental import multihost_utils
+
+            self.requested = bool(np.any(multihost_utils.process_allgather(np.int32(self._signalled))))
+        return self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -94,6 +107,14 @@ class _Run:
         latent_space = make_latent_space(config)
         text_encoder = make_text_encoder(config)
         self.empty_context = jax.device_put(jnp.asarray(text_encoder.encode([""])[0], jnp.float32), self.replicated)
+        if jax.process_count() > 1:  # the procedural dataset is built on first use: by process 0 only
+            from jax.experimental import multihost_utils
+
+            from mirage_jax.data.pipeline import clip_source
+
+            if self.is_chief:
+                clip_source(config)
+            multihost_utils.sync_global_devices("mirage_jax.train: dataset ready")
         self.make_iterator = lambda: make_train_iterator(  # noqa: E731
             config, latent_space, text_encoder, process_index=jax.process_index(), process_count=jax.process_count())
         self.iterator = self.make_iterator()
@@ -207,7 +228,8 @@ class _Run:
             pending.append(metrics)
             if progress is not None:
                 progress.update(1)
-            if self.step % config.train.log_every == 0 or self.step == end or preemption.requested:
+            stop = preemption.poll(self.step)
+            if self.step % config.train.log_every == 0 or self.step == end or stop:
                 elapsed = time.perf_counter() - window_start
                 values = _log_values(jax.device_get(pending), elapsed, data_time, config, self.flops_per_step,
                                      self.peak_flops, self.mesh.size, stage_index)
@@ -220,9 +242,11 @@ class _Run:
                 pending, window_start, data_time = [], time.perf_counter(), 0.0
             if self.eval_batches and (self.step % config.train.eval_every == 0 or self.step == end):
                 self.evaluate(eval_step, state, self.step)
-            if self.step % config.train.checkpoint_every == 0 or self.step == end or preemption.requested:
+            if self.step % config.train.checkpoint_every == 0 or self.step == end or stop:
                 self.save(state, stage, stage_index)
+        # the step donates its input state: carry the live arrays (model, head, rng) into the next stage
         nnx.update(self.model, state["trainable"]["dit"], state["frozen"])
+        self.rng = state["rng"]
         if self.head is not None:
             nnx.update(self.head, state["trainable"]["head"])
 
@@ -255,7 +279,7 @@ def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None)
 
             (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
             progress = tqdm(total=ends[-1], initial=run.step, desc="train", dynamic_ncols=True)
-        with Preemption() as preemption:
+        with Preemption(sync_every=config.train.log_every) as preemption:
             for stage_index, ((stage, num_steps), end) in enumerate(zip(plan, ends)):
                 if run.step < end and not preemption.requested:
                     run.run_stage(stage, stage_index, num_steps, end, preemption, progress)
