@@ -13,6 +13,7 @@ from tests.memory_scenes import intrinsics, memory_from_points, off_boundaries, 
 
 HW = (6, 8)
 C = 5
+CAP = 150  # one capacity for all tests here: fewer compilations
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def _random_frames(rng, t, hw, factor, holes=0.1):
 def test_write_matches_reference(mode):
     """Three writes into a small memory (dedup + eviction both happen); stored sets equal the reference."""
     rng = np.random.default_rng(2)
-    cap, factor = 150, 2
+    cap, factor = CAP, 2
     mem, ref = memory.init(cap, C, voxel_size=0.3), ref_init(cap, C, voxel_size=0.3)
     for step in range(3):
         latents, depths, keep = _random_frames(rng, 2, HW, factor)
@@ -120,9 +121,9 @@ def test_bilinear_downsample_equals_torch_interpolate():
 
 def test_write_then_read_at_writing_camera_is_exact():
     rng = np.random.default_rng(5)
-    latents, depths, keep = _random_frames(rng, 1, HW, 4, holes=0.0)
-    ks, poses = intrinsics(1, (HW[0] * 4, HW[1] * 4), f=20.0), random_poses(rng, 1)
-    mem = memory.write(memory.init(100, C), latents, depths, ks, poses, keep, depth_downsample="robust")
+    latents, depths, keep = _random_frames(rng, 1, HW, 2, holes=0.0)
+    ks, poses = intrinsics(1, (HW[0] * 2, HW[1] * 2), f=10.0), random_poses(rng, 1)
+    mem = memory.write(memory.init(CAP, C), latents, depths, ks, poses, keep, depth_downsample="robust")
     _, ok = memory.downsample_depth(depths, keep, HW, "robust")
     assert 0 < int(ok.sum()) < ok.size  # some cells invalid (NaN, inf, masked)
     feats, hit = memory.read(mem, geometry.scale_intrinsics(ks, depths.shape[1:], HW), poses, HW)
@@ -141,7 +142,7 @@ def test_fronto_parallel_plane_shifts_by_predicted_cells():
     k_latent = intrinsics(1, HW, f=10.0)
     k_depth = np.asarray(geometry.scale_intrinsics(k_latent, HW, (HW[0] * 2, HW[1] * 2)))
     pose = np.eye(4, dtype=np.float32)[None]
-    mem = memory.write(memory.init(64, C), latents, _plane(2.0), k_depth, pose)
+    mem = memory.write(memory.init(CAP, C), latents, _plane(2.0), k_depth, pose)
     moved = pose.copy()
     moved[0, 0, 3] = 0.6
     feats, hit = memory.read(mem, k_latent, moved, HW)
@@ -159,7 +160,7 @@ def test_occluder_in_front_wins(near_first):
     square = np.zeros((1, HW[0] * 2, HW[1] * 2), bool)
     square[:, 4:8, 6:12] = True  # cells rows 2-3, cols 3-5
     writes = [(near, _plane(1.0), square), (far, _plane(4.0), None)]
-    mem = memory.init(200, C)
+    mem = memory.init(CAP, C)
     for lat, dep, keep in writes if near_first else writes[::-1]:
         mem = memory.write(mem, lat, dep, k_depth, pose, keep)
     feats, hit = memory.read(mem, k_latent, pose, HW)
@@ -171,7 +172,7 @@ def test_occluder_in_front_wins(near_first):
 
 def test_permuted_slots_write_and_read_identically():
     rng = np.random.default_rng(7)
-    mem = memory.init(400, C, voxel_size=0.2)
+    mem = memory.init(CAP, C, voxel_size=0.3)
     ks = intrinsics(2, (HW[0] * 2, HW[1] * 2), f=10.0)
     for _ in range(2):
         latents, depths, keep = _random_frames(rng, 2, HW, 2)
