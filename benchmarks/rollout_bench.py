@@ -51,7 +51,8 @@ def _timed(fn, *args, repeats: int = 1, **kwargs):
     return out, best
 
 
-def cache_cost(hw, factor: int, chunks: int, channels: int = 48, feature_dtype=jnp.bfloat16, seed: int = 0) -> dict:
+def cache_cost(hw, factor: int, chunks: int, channels: int = 48, feature_dtype=jnp.bfloat16, seed: int = 0,
+               view_batch: int = 3) -> dict:
     """Part 1: per-chunk cache read/write seconds and bytes for the latent memory and the RGB cache."""
     num_frames = 33 + 32 * (chunks - 1)
     plan = iteration_plan(num_frames, 33)
@@ -92,7 +93,7 @@ def cache_cost(hw, factor: int, chunks: int, channels: int = 48, feature_dtype=j
     # copies so that compilation stays out of the per-chunk timings.
     latent = memory.write(memory.init(262_144, channels, feature_dtype), latents(1), jnp.asarray(depths[:1]),
                           jnp.asarray(k_pix[:1]), jnp.asarray(poses[:1]))
-    rgb = RGBCache(len(keyframes) * hw[0] * hw[1], space, write_frames=8, view_batch=3)
+    rgb = RGBCache(len(keyframes) * hw[0] * hw[1], space, write_frames=8, view_batch=view_batch)
     rgb.write(None, frames[:1], depths[:1], None, None, poses[:1], k_pix[:1])
     warm_new = list(plan[0].pose_indices[1:])
     warm_idx = [key_of[p] for p in warm_new]
@@ -117,7 +118,10 @@ def cache_cost(hw, factor: int, chunks: int, channels: int = 48, feature_dtype=j
             "latent_s_per_frame": (lat_read + lat_write) / n_new,
             "rgb_s_per_frame": (rgb_render + rgb_encode + rgb_write) / n_new,
         })
-        print(f"  cache cost: chunk {chunk.index + 1}/{len(plan)} done", flush=True)
+        r = rows[-1]
+        print(f"  chunk {r['chunk']}/{len(plan)}: latent {r['latent_s_per_frame']:.4f} s/frame "
+              f"{r['latent_bytes'] / MIB:.2f} MiB | rgb {r['rgb_s_per_frame']:.4f} s/frame {r['rgb_bytes'] / MIB:.1f} MiB",
+              flush=True)
     return {"hw": list(hw), "latent_hw": list(lat_hw), "channels": channels, "gt_render_s": render_s, "chunks": rows}
 
 
@@ -199,6 +203,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, < 1 min")
     parser.add_argument("--no-vae", action="store_true", help="skip the Wan VAE encode probe")
     parser.add_argument("--out", default="benchmarks/results/rollout.json")
+    parser.add_argument("--part", default="all", choices=("all", "cache", "e2e"), help="which part to run")
+    parser.add_argument("--view-batch", type=int, default=3, help="RGB views rendered at once (memory bound)")
     args = parser.parse_args(argv)
     chunks = 5
     if args.quick:
@@ -206,18 +212,20 @@ def main(argv=None) -> int:
     else:
         cache_hw, e2e_hw, steps = (704, 1280), (64, 112), 10
     results = {"device": str(jax.devices()[0]), "quick": args.quick}
-    results["cache_cost"] = cache_cost(cache_hw, 16, chunks)
-    vae = None
-    if not args.no_vae and not args.quick:
-        vae = vae_encode_probe()
-        scale = (cache_hw[0] * cache_hw[1] * 33) / (vae["hw"][0] * vae["hw"][1] * vae["frames"])
-        vae["extrapolated_s_per_chunk"] = vae["seconds"] * scale
-        vae["extrapolated_s_per_frame"] = vae["extrapolated_s_per_chunk"] / 32
-        results["vae_encode_probe"] = vae
-    print_cache_table(results["cache_cost"], vae)
-    results["end_to_end"] = end_to_end("tiny", e2e_hw, chunks, steps, oracle=args.quick)
-    print_e2e_table(results["end_to_end"])
-    out = Path(args.out)
+    if args.part in ("all", "cache"):
+        results["cache_cost"] = cache_cost(cache_hw, 16, chunks, view_batch=args.view_batch)
+        vae = None
+        if not args.no_vae and not args.quick:
+            vae = vae_encode_probe()
+            scale = (cache_hw[0] * cache_hw[1] * 33) / (vae["hw"][0] * vae["hw"][1] * vae["frames"])
+            vae["extrapolated_s_per_chunk"] = vae["seconds"] * scale
+            vae["extrapolated_s_per_frame"] = vae["extrapolated_s_per_chunk"] / 32
+            results["vae_encode_probe"] = vae
+        print_cache_table(results["cache_cost"], vae)
+    if args.part in ("all", "e2e"):
+        results["end_to_end"] = end_to_end("tiny", e2e_hw, chunks, steps, oracle=args.quick)
+        print_e2e_table(results["end_to_end"])
+    out = Path(args.out if args.part == "all" else args.out.replace(".json", f"_{args.part}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {out}")
