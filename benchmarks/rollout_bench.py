@@ -120,8 +120,8 @@ def cache_cost(hw, factor: int, chunks: int, channels: int = 48, feature_dtype=j
         })
         r = rows[-1]
         print(f"  chunk {r['chunk']}/{len(plan)}: latent {r['latent_s_per_frame']:.4f} s/frame "
-              f"{r['latent_bytes'] / MIB:.2f} MiB | rgb {r['rgb_s_per_frame']:.4f} s/frame {r['rgb_bytes'] / MIB:.1f} MiB",
-              flush=True)
+              f"{r['latent_bytes'] / MIB:.2f} MiB | rgb {r['rgb_s_per_frame']:.4f} s/frame "
+              f"{r['rgb_bytes'] / MIB:.1f} MiB", flush=True)
     return {"hw": list(hw), "latent_hw": list(lat_hw), "channels": channels, "gt_render_s": render_s, "chunks": rows}
 
 
