@@ -13,7 +13,6 @@ from flax import nnx
 
 from mirage_jax.config import load_config
 from mirage_jax.convert import dit as convert_dit
-from mirage_jax.models import build_model
 from tests.conftest import require_torch_stack
 
 KW = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=48, out_channels=48,
@@ -106,18 +105,18 @@ def test_strict_errors_list_the_keys(files, tmp_path):
     from safetensors.torch import save_file
 
     root, sd, _ = files
-    model = build_model(load_config("configs/tiny.py"))
+    config = load_config("configs/tiny.py", ["model.lora_rank=0"])  # all groups given: nothing to initialise
     extra = dict(sd, **{"blocks.0.extra.weight": torch.zeros(2)})
     save_file(extra, tmp_path / "extra.safetensors")
     with pytest.raises(ValueError, match=r"unexpected keys.*blocks\.0\.extra\.weight"):
-        convert_dit.load_weights(model, [tmp_path / "extra.safetensors"])
+        convert_dit.load_model(config, [tmp_path / "extra.safetensors"])
     partial = {k: v for k, v in sd.items() if k not in ("blocks.1.ffn.0.bias", "vace_blocks.1.after_proj.weight")}
     save_file(partial, tmp_path / "partial.safetensors")
     with pytest.raises(ValueError, match=r"missing keys.*blocks\.1\.ffn\.0\.bias.*vace_blocks\.1\.after_proj"):
-        convert_dit.load_weights(model, [tmp_path / "partial.safetensors"])
+        convert_dit.load_model(config, [tmp_path / "partial.safetensors"])
     wrong = dict(sd, **{"blocks.0.ffn.0.weight": torch.zeros(96, 64)})
     save_file(wrong, tmp_path / "wrong.safetensors")
     with pytest.raises(ValueError, match=r"shape mismatch for blocks\.0\.ffn\.0\.weight"):
-        convert_dit.load_weights(model, [tmp_path / "wrong.safetensors"])
+        convert_dit.load_model(config, [tmp_path / "wrong.safetensors"])
     with pytest.raises(ValueError, match="also in"):
-        convert_dit.load_weights(model, [root / "base.safetensors", root / "diffusers"])
+        convert_dit.load_model(config, [root / "base.safetensors", root / "diffusers"])

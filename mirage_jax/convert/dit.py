@@ -128,20 +128,14 @@ def read_sources(inputs) -> dict:
     return table
 
 
-def load_weights(model: nnx.Module, inputs) -> dict[str, list[str]]:
-    """Loads checkpoint ``inputs`` (files/folders) into ``model`` in place (strict, see module docstring).
-
-    Returns ``{"loaded": groups, "initialised": groups}`` of the groups ("base", "vace", "lora").
-    """
-    sources = read_sources(inputs)
-    state = nnx.state(model)
-    flat = list(nnx.to_flat_state(state))
+def _match(state, sources: dict):
+    """Checks ``sources`` against the model ``state``; returns (plan, present groups, all groups). Reads no data."""
     wanted: dict[str, list] = {}
     plan = []
-    for path, var in flat:
+    for path, var in nnx.to_flat_state(state):
         stacked = path[0] == "blocks" or tuple(path[:2]) == ("vace", "blocks")
         names = _source_names(tuple(path), var.shape[0] if stacked else 1)
-        plan.append((path, var, names, stacked))
+        plan.append((var, names, stacked))
         for n in names:
             wanted.setdefault(_group(n), []).append(n)
     unexpected = sorted(set(sources) - {n for names in wanted.values() for n in names})
@@ -154,15 +148,47 @@ def load_weights(model: nnx.Module, inputs) -> dict[str, list[str]]:
     missing = sorted(n for g in present for n in wanted[g] if n not in sources)
     if missing:
         raise ValueError(f"missing keys: {missing[:50]}{' ...' if len(missing) > 50 else ''} ({len(missing)} total)")
-    for _, var, names, stacked in plan:
+    return plan, present, set(wanted)
+
+
+def _assign(plan, present, sources, put) -> None:
+    """Sets every variable of the present groups to its converted tensor(s) via ``put(value, variable)``."""
+    for var, names, stacked in plan:
         if _group(names[0]) not in present:
             continue
         target = var.shape[1:] if stacked else var.shape
         arrays = [_to_ours(n, sources[n][0][sources[n][1]], target) for n in names]
-        value = np.stack(arrays) if stacked else arrays[0]
-        var[...] = jax.device_put(jnp.asarray(value, var.dtype), var[...].sharding)
+        var.set_value(put(np.stack(arrays) if stacked else arrays[0], var))
+
+
+def load_weights(model: nnx.Module, inputs) -> dict[str, list[str]]:
+    """Loads checkpoint ``inputs`` (files/folders) into ``model`` in place (strict, see module docstring).
+
+    Returns ``{"loaded": groups, "initialised": groups}`` of the groups ("base", "vace", "lora").
+    """
+    sources = read_sources(inputs)
+    state = nnx.state(model)
+    plan, present, groups = _match(state, sources)
+    _assign(plan, present, sources,
+            lambda value, var: jax.device_put(jnp.asarray(value, var.dtype), var[...].sharding))
     nnx.update(model, state)
-    return {"loaded": sorted(present), "initialised": sorted(set(wanted) - present)}
+    return {"loaded": sorted(present), "initialised": sorted(groups - present)}
+
+
+def load_model(config, inputs, seed: int = 0):
+    """``(WanDiT of config with the weights of inputs, groups)``; random initialisation (``build_model``) runs
+    only when a group (VACE or LoRA) is absent from the inputs."""
+    from mirage_jax.models import DiTSettings, WanDiT, build_model
+
+    settings = DiTSettings.from_config(config)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: WanDiT(settings, rngs=nnx.Rngs(0))))
+    sources = read_sources(inputs)
+    plan, present, groups = _match(state, sources)
+    if groups - present:
+        model = build_model(config, seed=seed)
+        return model, load_weights(model, inputs)
+    _assign(plan, present, sources, lambda value, var: jnp.asarray(value, var.dtype))
+    return nnx.merge(graphdef, state), {"loaded": sorted(present), "initialised": []}
 
 
 def config_from_diffusers(config_json: dict):
@@ -197,13 +223,9 @@ def config_from_diffusers(config_json: dict):
 
 def from_diffusers(folder: str | Path):
     """A diffusers ``WanTransformer3DModel``/``WanVACETransformer3DModel`` folder -> ``(WanDiT, config)``."""
-    from mirage_jax.models import build_model
-
     folder = Path(folder)
     config = config_from_diffusers(json.loads((folder / "config.json").read_text()))
-    model = build_model(config)
-    load_weights(model, [folder])
-    return model, config
+    return load_model(config, [folder])[0], config
 
 
 def _settings_json(config) -> dict:
@@ -267,11 +289,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mirage_jax.config import load_config
-    from mirage_jax.models import build_model
 
     config = load_config(args.config, args.set)
-    model = build_model(config, seed=args.seed)
-    groups = load_weights(model, args.input)
+    model, groups = load_model(config, args.input, seed=args.seed)
     out = save_converted(model, config, args.out)
     print(f"loaded {groups['loaded']}, freshly initialised {groups['initialised']}; wrote {out}")
     return 0
