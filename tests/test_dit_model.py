@@ -19,17 +19,17 @@ B, F, H, W, C = 2, 6, 4, 6, 48  # frames: 2 references | 3 targets | 1 preceding
 R = 2
 
 
+@jax.jit
+def _shifted(state, key, scale):
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(treedef, [x + scale * jax.random.normal(k, x.shape, x.dtype)
+                                        for x, k in zip(leaves, keys)])
+
+
 def perturb(model, seed=0, scale=0.3):
     """Moves every parameter (zero-init heads, after_proj, LoRA B included) away from its init."""
-
-    @jax.jit
-    def shifted(state):
-        leaves, treedef = jax.tree.flatten(state)
-        keys = jax.random.split(jax.random.key(seed), len(leaves))
-        return jax.tree.unflatten(treedef, [x + scale * jax.random.normal(k, x.shape, x.dtype)
-                                            for x, k in zip(leaves, keys)])
-
-    nnx.update(model, shifted(nnx.state(model, nnx.Param)))
+    nnx.update(model, _shifted(nnx.state(model, nnx.Param), jax.random.key(seed), scale))
     return model
 
 
