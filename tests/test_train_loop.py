@@ -1,5 +1,5 @@
-"""The training loop end to end on procedural worlds: loss falls, metrics, exact resume after SIGTERM and
-SIGKILL of a real subprocess, restore for inference, CLI errors before compiling.
+"""The training loop end to end on procedural worlds (with the latent depth head): loss falls, metrics, exact
+resume after SIGTERM and SIGKILL of a real subprocess, restore for inference, CLI errors before compiling.
 
 All runs share one config (so one compiled step) and a persistent JAX compilation cache (subprocesses too).
 """
@@ -20,12 +20,13 @@ from flax import nnx
 
 from mirage_jax.cli import main as cli_main
 from mirage_jax.config import load_config
-from mirage_jax.train.checkpoint import restore_model
+from mirage_jax.train.checkpoint import restore_depth_head, restore_model
 from mirage_jax.train.loop import train
 from mirage_jax.train.metrics import read_metrics
 
 STEPS = 30  # loss-falls run length (also the resume runs' total)
 LOSS_FACTOR = 0.8  # evaluation loss after STEPS steps < LOSS_FACTOR × initial evaluation loss
+ARRAY_ITEMS = ("model", "opt", "train", "depth_head")
 
 
 def overrides(data_dir):
@@ -33,7 +34,7 @@ def overrides(data_dir):
             "--config.data.num_clips=4", f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={STEPS}",
             "--config.train.log_every=5", f"--config.train.eval_every={STEPS}", "--config.train.eval_batches=1",
             "--config.train.checkpoint_every=4", "--config.train.keep_checkpoints=20", "--config.train.lr=2e-3",
-            "--config.train.warmup_steps=5", "--config.mesh.fsdp=1"]
+            "--config.train.warmup_steps=5", "--config.mesh.fsdp=1", "--config.train.depth_head=true"]
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +67,9 @@ def straight(env):
 
 
 def restore_items(workdir: Path, step: int) -> dict:
-    """Every array of a checkpoint (model, opt, train) as numpy, plus the data-iterator state JSON."""
+    """Every array of a checkpoint (model, opt, train, depth head) as numpy, plus the data-iterator state JSON."""
     ck = workdir / "checkpoints" / str(step)
-    items = {name: ocp.StandardCheckpointer().restore(ck / name) for name in ("model", "opt", "train")}
+    items = {name: ocp.StandardCheckpointer().restore(ck / name) for name in ARRAY_ITEMS}
     items["data"] = json.loads(next((ck / "data").glob("process_0-of-1.json")).read_text())
     return items
 
@@ -132,18 +133,22 @@ def test_resume_after_sigterm_and_sigkill_equals_the_straight_run(env, straight)
     assert summary["resumed_from"] is not None and summary["resumed_from"] >= stopped and summary["step"] == STEPS
     want, got = restore_items(straight[0], STEPS), restore_items(workdir, STEPS)
     assert got["data"] == want["data"]
-    for name in ("model", "opt", "train"):
+    for name in ARRAY_ITEMS:
         for a, b in zip(jax.tree.leaves(want[name]), jax.tree.leaves(got[name]), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
 
 
 @pytest.mark.slow
-def test_restore_model_loads_the_trained_parameters(env, straight):
+def test_restore_model_and_depth_head_load_the_trained_parameters(env, straight):
     workdir, _ = straight
-    model = restore_model(load_config("tiny", overrides(env["data"])), workdir)
-    saved = restore_items(workdir, STEPS)["model"]
-    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(nnx.state(model)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    config = load_config("tiny", overrides(env["data"]))
+    saved = restore_items(workdir, STEPS)
+    modules = ((restore_model(config, workdir), "model"), (restore_depth_head(config, workdir), "depth_head"))
+    for module, item in modules:
+        for a, b in zip(jax.tree.leaves(saved[item]), jax.tree.leaves(nnx.state(module)), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    rows = [r for r in read_metrics(workdir) if "depth_loss" in r]
+    assert rows[-1]["depth_loss"] < rows[0]["depth_loss"]  # the head learns alongside
 
 
 def test_cli_rejects_bad_values_and_unknown_fields_before_compiling(tmp_path, capsys):
