@@ -230,9 +230,10 @@ class _Run:
                 progress.update(1)
             stop = preemption.poll(self.step)
             if self.step % config.train.log_every == 0 or self.step == end or stop:
+                fetched = jax.device_get(pending)  # waits for the window's last step: its time counts
                 elapsed = time.perf_counter() - window_start
-                values = _log_values(jax.device_get(pending), elapsed, data_time, config, self.flops_per_step,
-                                     self.peak_flops, self.mesh.size, stage_index)
+                values = _log_values(fetched, elapsed, data_time, config, self.flops_per_step, self.peak_flops,
+                                     self.mesh.size, stage_index)
                 values["lr"] = float(schedule(self.step - (end - num_steps) - 1))
                 self.writer.write(self.step, values)
                 self.summary.update({k: values[k] for k in ("loss", "steps_per_second", "examples_per_second",
