@@ -36,7 +36,6 @@ class ExampleSpec:
     max_reference_candidates: int = 8
     reference_iou_threshold: float = 0.04
     voxel_size: float = 0.1
-    memory_capacity: int = 16_384
     depth_downsample: str = "bilinear"
 
     @classmethod
@@ -48,7 +47,7 @@ class ExampleSpec:
                    max_preceding=min(t.max_preceding, m.num_preceding), max_references=m.max_references,
                    max_reference_candidates=d.max_reference_candidates,
                    reference_iou_threshold=m.reference_iou_threshold, voxel_size=m.voxel_size,
-                   memory_capacity=m.capacity, depth_downsample=m.depth_downsample)
+                   depth_downsample=m.depth_downsample)
 
     @property
     def num_targets(self) -> int:
@@ -123,8 +122,8 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
     preceding_latents = np.where(preceding_mask[:, None, None, None], preceding_latents, 0.0).astype(np.float32)
     prec_cams = np.where(prec_idx >= 0, prec_idx, t0)  # absent ones read at t0 (then zeroed)
 
-    # Memory from frame t0, read at the target and preceding cameras.
-    mem = memory.init(spec.memory_capacity, latent_space.channels)
+    # Memory from frame t0 (one frame: h*w points at most), read at the target and preceding cameras.
+    mem = memory.init(hw[0] * hw[1], latent_space.channels)
     mem = memory.write(mem, target_latents[:1], depths[t0:t0 + 1], intrinsics[t0:t0 + 1], c2w[t0:t0 + 1],
                        masks[t0:t0 + 1], depth_downsample=spec.depth_downsample)
     cams = np.concatenate([target_idx, prec_cams])
