@@ -107,14 +107,6 @@ class _Run:
         latent_space = make_latent_space(config)
         text_encoder = make_text_encoder(config)
         self.empty_context = jax.device_put(jnp.asarray(text_encoder.encode([""])[0], jnp.float32), self.replicated)
-        if jax.process_count() > 1:  # the procedural dataset is built on first use: by process 0 only
-            from jax.experimental import multihost_utils
-
-            from mirage_jax.data.pipeline import clip_source
-
-            if self.is_chief:
-                clip_source(config)
-            multihost_utils.sync_global_devices("mirage_jax.train: dataset ready")
         self.make_iterator = lambda: make_train_iterator(  # noqa: E731
             config, latent_space, text_encoder, process_index=jax.process_index(), process_count=jax.process_count())
         self.iterator = self.make_iterator()
