@@ -7,6 +7,7 @@ field or a value of the wrong type is a ``ValueError`` before anything is built 
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.util
 from collections.abc import Sequence
@@ -226,3 +227,26 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     spec.loader.exec_module(module)
     config = module.get_config()
     return apply_overrides(config, overrides)
+
+
+OVERRIDE_PREFIX = "--config."
+
+
+def accept_config_overrides(parser: argparse.ArgumentParser) -> None:
+    """Makes ``parser`` collect ``--config.a.b=value`` arguments into ``args.overrides`` (for ``load_config``).
+
+    Every command that takes ``--config`` accepts overrides the same way; other unknown arguments stay errors.
+    """
+    parse_known = parser.parse_known_args
+
+    def parse_args(args=None, namespace=None):
+        known, extra = parse_known(args, namespace)
+        overrides = [item for item in extra if item.startswith(OVERRIDE_PREFIX)]
+        unknown = [item for item in extra if not item.startswith(OVERRIDE_PREFIX)]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        known.overrides = overrides
+        return known
+
+    parser.parse_args = parse_args
+    parser.epilog = "Override any config field with --config.section.field=value."

@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mirage_jax.train.cli import _parse_with_overrides
+from mirage_jax.config import accept_config_overrides
 
 VARIANTS = ("latent", "none", "rgb")
 HELD_OUT_WORLD = 777  # a world seed outside the training clips (seeds config.seed + [0, num_clips))
@@ -32,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="same code path with fewer training steps and a 2-chunk video (for CI)")
     parser.add_argument("--chunks", type=int, default=3, help="chunks in the generated video (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.epilog = "Override any config field with --config.section.field=value."
-    parser.parse_args = lambda args=None, namespace=None: _parse_with_overrides(parser, args, namespace)
+    accept_config_overrides(parser)
 
 
 def demo_config(config_path: str, overrides: list[str], out: Path, quick: bool):

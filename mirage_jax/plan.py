@@ -18,6 +18,8 @@ import os
 import re
 import time
 
+from mirage_jax.config import accept_config_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="config file, e.g. configs/wan22_ti2v_5b.py")
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-per-device", type=int, default=1, help="samples per data/fsdp shard")
     parser.add_argument("--frozen-dtype", default=None, help="storage dtype of frozen params (default: param_dtype)")
     parser.add_argument("--json", default=None, help="also write the report as JSON to this path")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config override")
+    accept_config_overrides(parser)
 
 
 def _simulate_devices(count: int) -> None:
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     if len(jax.devices()) < count:
         raise ValueError(f"--mesh {args.mesh!r} needs {count} devices, JAX has {len(jax.devices())} "
                          f"(set XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts)")
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.overrides)
     mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], jax.devices()[:count])
     report = plan(config, mesh, stage=args.stage, height=args.height, width=args.width, targets=args.targets,
                   preceding=args.preceding, references=args.references, batch_per_device=args.batch_per_device,

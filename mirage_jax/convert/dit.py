@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mirage_jax.config import accept_config_overrides
 from mirage_jax.convert.safetensors_io import open_checkpoint
 
 _PREFIXES = ("pipe.dit.", "model.diffusion_model.", "diffusion_model.", "dit.")
@@ -283,14 +284,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="config file (e.g. configs/wan22_ti2v_5b.py)")
     parser.add_argument("--out", required=True, help="output directory (Orbax checkpoint)")
     parser.add_argument("--seed", type=int, default=0, help="seed for groups absent from the inputs (VACE/LoRA)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="config override, e.g. --set model.param_dtype=bfloat16 (repeatable)")
+    accept_config_overrides(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from mirage_jax.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.overrides)
     model, groups = load_model(config, args.input, seed=args.seed)
     out = save_converted(model, config, args.out)
     print(f"loaded {groups['loaded']}, freshly initialised {groups['initialised']}; wrote {out}")

@@ -15,19 +15,7 @@ import json
 import os
 import sys
 
-OVERRIDE_PREFIX = "--config."
-
-
-def _parse_with_overrides(parser: argparse.ArgumentParser, args=None, namespace=None) -> argparse.Namespace:
-    """``parse_args`` that collects ``--config.a.b=value`` arguments into ``namespace.overrides``."""
-    known, extra = parser.parse_known_args(args, namespace)
-    overrides, unknown = [], []
-    for item in extra:
-        (overrides if item.startswith(OVERRIDE_PREFIX) else unknown).append(item)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    known.overrides = overrides
-    return known
+from mirage_jax.config import accept_config_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-id", type=int, default=None, help="this process's index")
     parser.add_argument("--multihost", action="store_true",
                         help="call jax.distributed.initialize() with cluster auto-detection (TPU pod, SLURM)")
-    parser.epilog = "Override any config field with --config.section.field=value."
-    parser.parse_args = lambda args=None, namespace=None: _parse_with_overrides(parser, args, namespace)
+    accept_config_overrides(parser)
 
 
 def _auto_multihost() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mirage_jax.train.cli import _parse_with_overrides
+from mirage_jax.config import accept_config_overrides
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +18,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write-back depth (default config.sample.depth_source)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (default config.sample.seed)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.epilog = "Override any config field with --config.section.field=value."
-    parser.parse_args = lambda args=None, namespace=None: _parse_with_overrides(parser, args, namespace)
+    accept_config_overrides(parser)
 
 
 def load_config_and_check(args):
