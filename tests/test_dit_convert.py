@@ -75,8 +75,10 @@ def _params(model):
 def test_original_names_vace_bf16_lora_via_cli_match_diffusers_folder(files):
     root, sd, lora = files
     out = root / "orbax"
-    args = argparse.Namespace(input=[str(root / f"{n}.safetensors") for n in ("base", "vace", "lora")],
-                              config="configs/tiny.py", out=str(out), seed=0, set=[])
+    parser = argparse.ArgumentParser()
+    convert_dit.add_arguments(parser)
+    inputs = [arg for n in ("base", "vace", "lora") for arg in ("--input", str(root / f"{n}.safetensors"))]
+    args = parser.parse_args([*inputs, "--config", "configs/tiny.py", "--out", str(out), "--seed", "0"])
     assert convert_dit.run(args) == 0
     config = load_config("configs/tiny.py")
     ours = _params(convert_dit.load_converted(config, out))

@@ -19,8 +19,9 @@ from mirage_jax.world.cache import Views
 from mirage_jax.world.metrics import psnr, ssim
 from mirage_jax.world.oracle import oracle_model
 from mirage_jax.world.rgb_cache import RGBCache
+from tests.world_config import H, W, tiny_world_config
 
-H, W, FRAMES = 32, 56, 49
+FRAMES = 49
 
 
 def _ssim_reference(a, b):
@@ -111,18 +112,9 @@ def test_rgb_cache_renders_written_frame_exactly(clip):
     assert lat_hit.shape == (1, H // 4, W // 4) and bool(lat_hit.all())
 
 
-def _tiny():
-    c = load_config("tiny")
-    c.data.height, c.data.width = H, W
-    c.sample.steps = 3
-    c.sample.chunk_frames = 17
-    c.memory.capacity = 4096
-    return c
-
-
 @pytest.mark.slow
 def test_callable_and_head_depth_sources(clip):
-    config = _tiny()
+    config = tiny_world_config()
     model = oracle_model(48)
     base = rollout(config, model, clip, FRAMES, cache="latent", progress=False)
     calls = []

@@ -11,14 +11,14 @@ import json
 import numpy as np
 import pytest
 
-from mirage_jax.config import load_config
 from mirage_jax.data.synthetic import render_clip
 from mirage_jax.world import iteration_plan, rollout, save_rollout
 from mirage_jax.world.metrics import psnr
 from mirage_jax.world.oracle import oracle_model
 from mirage_jax.world.video import read_mp4
+from tests.world_config import H, W, tiny_world_config
 
-FRAMES, H, W = 49, 32, 56
+FRAMES = 49
 # Oracle + latent memory vs no memory on the last frame (the camera is back within 3 cm / 1.5 deg of the start),
 # world 0: against the first visit measured 24.7 vs 11.3 dB, against the ground-truth render 22.4 vs 11.3 dB.
 REVISIT_MARGIN_DB = 8.0
@@ -27,12 +27,7 @@ GT_MARGIN_DB = 8.0
 
 @pytest.fixture(scope="module")
 def config():
-    c = load_config("tiny")
-    c.data.height, c.data.width = H, W
-    c.sample.steps = 3
-    c.sample.chunk_frames = 17
-    c.memory.capacity = 4096
-    return c
+    return tiny_world_config()
 
 
 @pytest.fixture(scope="module")
