@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
@@ -72,16 +73,23 @@ def _random_frames(rng, t, hw, factor, holes=0.1):
 
 @pytest.mark.parametrize("mode", ["bilinear", "robust"])
 def test_write_matches_reference(mode):
-    """Three writes into a small memory (dedup + eviction both happen); stored sets equal the reference."""
+    """Three writes into a small memory (dedup + eviction both happen); stored sets equal the reference.
+
+    The same writes done in place (``donate=True``) give bit-identical states.
+    """
     rng = np.random.default_rng(2)
     cap, factor = CAP, 2
     mem, ref = memory.init(cap, C, voxel_size=0.3), ref_init(cap, C, voxel_size=0.3)
+    in_place = memory.init(cap, C, voxel_size=0.3)
     for step in range(3):
         latents, depths, keep = _random_frames(rng, 2, HW, factor)
         ks = intrinsics(2, (HW[0] * factor, HW[1] * factor), f=10.0)
         poses = random_poses(rng, 2, radius=0.2)
         mem = memory.write(mem, latents, depths, ks, poses, keep, depth_downsample=mode)
+        in_place = memory.write(in_place, latents, depths, ks, poses, keep, depth_downsample=mode, donate=True)
         ref = ref_write(ref, latents, depths, ks, poses, keep, mode)
+        for a, b in zip(jax.tree_util.tree_leaves(mem), jax.tree_util.tree_leaves(in_place)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         got = stored(mem)
         assert sorted(got) == sorted(ref["write_id"].tolist()), step
         for i, wid in enumerate(ref["write_id"]):

@@ -95,10 +95,12 @@ def _bad(case):
         ("pose_nan", "cam2world"),
     ],
 )
-def test_write_rejects(mem, case, name):
+@pytest.mark.parametrize("donate", [False, True])
+def test_write_rejects(mem, case, name, donate):
+    """Refused before any compute: nothing stored, and an in-place write leaves ``mem`` usable."""
     before = memory.num_points(mem)
     with pytest.raises(ValueError, match=name):
-        memory.write(mem, *_bad(case))
+        memory.write(mem, *_bad(case), donate=donate)
     assert memory.num_points(mem) == before == 0
 
 

@@ -63,25 +63,28 @@ def voxel_slots(keys, size: int):
 def voxel_tables(new_keys, new_ok, frame):
     """Hash tables of a write's voxels, and which cells are of the latest frame in their voxel.
 
-    Each table slot holds the cell with the largest ``(frame, index)`` among the valid cells hashing there
-    (``frame·M + index``, -1 if none). A cell's slot is *verified* when the cell held there is in the same
+    Each table slot holds the index of the cell with the largest ``(frame, index)`` among the valid cells
+    hashing there (-1 if none). A cell's slot is *verified* when the cell held there is in the same
     voxel; then that cell's frame is exactly the latest frame of the voxel. Returns ``(tables [2, S] int32,
     latest [M] bool)``: ``latest`` is ``new_ok`` minus the cells that a verified slot shows to be older than
     the voxel's latest frame (a cell verified in neither table, because both slots hold other voxels, is
     kept).
+
+    ``frame`` must be non-decreasing along the cells (``write.lift`` orders them frame by frame), so the
+    largest ``(frame, index)`` is the largest index and the tables store plain indices.
     """
     m = new_keys.shape[0]
     size = table_size(m)
     slots = voxel_slots(new_keys, size)
-    packed = frame * m + jnp.arange(m, dtype=jnp.int32)
+    index = jnp.arange(m, dtype=jnp.int32)
     tables = jnp.stack([
-        jnp.full((size + 1,), -1, jnp.int32).at[jnp.where(new_ok, slots[i], size)].max(packed)[:size] for i in range(2)
+        jnp.full((size + 1,), -1, jnp.int32).at[jnp.where(new_ok, slots[i], size)].max(index)[:size] for i in range(2)
     ])
     older = jnp.zeros((m,), bool)
     for i in range(2):
-        held = tables[i][slots[i]]
-        same = (new_keys[held % m] == new_keys).all(axis=-1)
-        older |= same & (held // m > frame)
+        held = jnp.maximum(tables[i][slots[i]], 0)
+        same = (new_keys[held] == new_keys).all(axis=-1)
+        older |= same & (frame[held] > frame)
     return tables, new_ok & ~older
 
 
@@ -91,12 +94,11 @@ def voxel_member(query_keys, new_keys, tables):
     True when either table's slot for the voxel holds a cell of that same voxel (never a false positive; a
     voxel whose two slots both hold other voxels of this write is missed).
     """
-    m, size = new_keys.shape[0], tables.shape[1]
-    slots = voxel_slots(query_keys, size)
+    slots = voxel_slots(query_keys, tables.shape[1])
     found = jnp.zeros(query_keys.shape[0], bool)
     for i in range(2):
         held = tables[i][slots[i]]
-        found |= (held >= 0) & (new_keys[jnp.maximum(held, 0) % m] == query_keys).all(axis=-1)
+        found |= (held >= 0) & (new_keys[jnp.maximum(held, 0)] == query_keys).all(axis=-1)
     return found
 
 
@@ -109,17 +111,27 @@ def oldest_threshold(alive, write_id, count, limit, total=count_below):
     """Smallest ``t`` such that at least ``count`` alive points have ``write_id < t`` (bisection on [0, limit]).
 
     Write ids are unique, so evicting ``alive & (write_id < t)`` removes exactly the ``count`` oldest points.
-    ``total(alive, write_id, t)`` counts them (a sharded caller passes a version that sums over shards).
+    ``total(alive, write_id, t)`` counts them (a sharded caller passes a version that sums over shards). The
+    loop stops when the interval is one id wide: ``log2(limit)`` passes over the points.
     """
 
-    def step(_, bounds):
+    def step(bounds):
         lo, hi = bounds
         mid = lo + (hi - lo) // 2
         enough = total(alive, write_id, mid) >= count
         return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
-    lo, _ = jax.lax.fori_loop(0, 32, step, (jnp.zeros((), jnp.int32), jnp.asarray(limit, jnp.int32)))
+    bounds = (jnp.zeros((), jnp.int32), jnp.asarray(limit, jnp.int32))
+    lo, _ = jax.lax.while_loop(lambda b: b[0] < b[1], step, bounds)
     return lo
+
+
+def prefix_count(mask):
+    """Inclusive running count ``[N]`` int32 of ``mask [N]`` bool.
+
+    A log-depth ``associative_scan``: on CPU ~3x faster than ``jnp.cumsum``'s lowering at N = 1e5..1e6.
+    """
+    return jax.lax.associative_scan(jnp.add, mask.astype(jnp.int32))
 
 
 def free_slot_table(free, size: int, offset=0):
@@ -128,6 +140,6 @@ def free_slot_table(free, size: int, offset=0):
     Entries with no such slot hold ``free.shape[0]`` (an out-of-range slot: writes there are dropped).
     """
     n = free.shape[0]
-    rank = jnp.cumsum(free, dtype=jnp.int32) - 1 + offset
+    rank = prefix_count(free) - 1 + offset
     target = jnp.where(free & (rank >= 0) & (rank < size), rank, size)
     return jnp.full((size,), n, jnp.int32).at[target].set(jnp.arange(n, dtype=jnp.int32), mode="drop")

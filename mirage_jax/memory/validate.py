@@ -14,6 +14,9 @@ import numpy as np
 
 from mirage_jax import geometry
 
+# one fused pass on the device (a host copy + numpy pass of 8 latent frames costs more than the write's lift)
+_all_finite = jax.jit(lambda x: jnp.isfinite(x).all())
+
 
 def is_concrete(*arrays) -> bool:
     """True when no argument is a JAX tracer (so its values can be inspected on the host)."""
@@ -78,7 +81,7 @@ def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, ke
     intrinsics, cam2world = check_cameras(intrinsics, cam2world)
     if intrinsics.shape[0] != t:
         raise ValueError(f"intrinsics: expected shape [{t}, 3, 3] (one per latent frame), got {list(intrinsics.shape)}")
-    if is_concrete(latents) and not np.isfinite(np.asarray(latents, np.float32)).all():
+    if is_concrete(latents) and not bool(_all_finite(jnp.asarray(latents))):
         raise ValueError("latents: contains non-finite values")
     keep = None if keep is None else jnp.asarray(keep)
     return jnp.asarray(latents), jnp.asarray(depths, jnp.float32), intrinsics, cam2world, keep

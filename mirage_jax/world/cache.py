@@ -83,7 +83,7 @@ class PointCache:
             self.state, jnp.asarray(padded(np.asarray(feats, np.float32))), jnp.asarray(padded(depth)),
             jnp.asarray(np.concatenate([k_depth, np.broadcast_to(k_depth[:1], (pad, 3, 3))])),
             jnp.asarray(np.concatenate([c2w, eye])), jnp.asarray(padded(keep, False)),
-            depth_downsample=depth_downsample,
+            depth_downsample=depth_downsample, donate=True,  # the cache owns its state: update it in place
         )
         return self.state
 
