@@ -30,7 +30,7 @@ def group_ids(sorted_cols):
     changed = jnp.zeros(sorted_cols[0].shape[0] - 1, bool)
     for col in sorted_cols:
         changed |= col[1:] != col[:-1]
-    return jnp.cumsum(jnp.concatenate([jnp.ones((1,), bool), changed]), dtype=jnp.int32) - 1
+    return prefix_count(jnp.concatenate([jnp.ones((1,), bool), changed])) - 1
 
 
 # Two independent hashes of a voxel into tables of TABLE_SLOTS_PER_CELL x (cells per write) slots (a power of 2).
