@@ -138,6 +138,42 @@ def test_convert_cli_writes_loadable_orbax(pair, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
+def test_pth_through_cli_matches_diffusers(pair, tmp_path):
+    """An original-name ``Wan2.2_VAE.pth`` written by ``torch.save`` → ``mirage-jax convert vae`` (the real entry
+    point, ``torch.load(weights_only=True)``) → Orbax → encode/decode within 1e-4 of diffusers."""
+    import torch
+
+    from mirage_jax.cli import main
+    from mirage_jax.models.vae import load
+
+    model, _, video, z_ref, out_ref = pair
+    inverse = _diffusers_to_original_names(model.state_dict().keys())
+    torch.save({inverse[k]: v for k, v in model.state_dict().items()}, tmp_path / "Wan2.2_VAE.pth")
+    argv = ["--source", str(tmp_path / "Wan2.2_VAE.pth"), "--out", str(tmp_path / "out")]
+    assert main(["convert", "vae", *argv, "--base-dim", "16", "--decoder-base-dim", "32"]) == 0
+    converted = load(tmp_path / "out")
+    assert np.abs(np.asarray(converted.encode(video)) - z_ref).max() <= 1e-4
+    assert np.abs(np.asarray(converted.decode(z_ref)) - out_ref).max() <= 1e-4
+
+
+class _NotATensor:
+    """A pickled class instance: ``torch.load(weights_only=True)`` must refuse to build it."""
+
+
+@pytest.mark.parametrize("payload", ["object", "non_tensor_value"])
+def test_pth_with_non_tensor_payload_is_refused(tmp_path, payload):
+    torch, _ = require_torch_stack("diffusers")
+    from mirage_jax.convert.vae import read_tensors
+
+    state = {"encoder.conv1.weight": torch.zeros(2)}
+    state["extra"] = _NotATensor() if payload == "object" else "a string"
+    torch.save(state, tmp_path / "bad.pth")
+    expected = "refused, not a plain tensor state dict.*_NotATensor" if payload == "object" else "not tensors.*extra"
+    with pytest.raises(ValueError, match=expected):
+        read_tensors(tmp_path / "bad.pth")
+
+
 def _diffusers_to_original_names(keys):
     """Inverse of ``original_to_diffusers`` by search over the original naming scheme (test helper)."""
     import re

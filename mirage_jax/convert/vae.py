@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -125,7 +126,19 @@ def _read_pth(path: Path) -> Mapping[str, np.ndarray]:
             f"{path}: reading a .pth needs torch (torch.load(weights_only=True)); without torch, convert it to "
             "safetensors elsewhere and pass that file"
         ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not path.is_file():
+        raise ValueError(f"--source {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refuses anything but tensors and plain containers
+        lines = [line.strip() for line in str(err).splitlines() if "error:" in line] or [type(err).__name__]
+        reason = lines[-1].split(" was not an allowed")[0]
+        raise ValueError(f"{path}: refused, not a plain tensor state dict (torch.load weights_only: {reason})") from err
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a state dict {{name: tensor}}, got {type(state).__name__}")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: expected a state dict {{name: tensor}}; not tensors: {bad[:20]}")
     return {k: v.float().numpy() for k, v in state.items()}
 
 

@@ -7,6 +7,10 @@ Chunk schedule (exactly the official one): the encoder sees frame 0 alone, then 
 decoder sees one latent frame at a time. The first chunk is traced once with its special cases; the identical
 steady-state chunks are the body of one ``jax.lax.scan`` whose carry is the explicit cache (a flat list of
 arrays, see :mod:`mirage_jax.models.vae.cache`). The whole encode/decode is one ``jax.jit`` per input shape.
+Each network runs as two such chunked passes with their own caches — encoder: the local down path, then the
+mid block (global per-frame attention) and output head at latent resolution; decoder: conv_in and the mid
+block at latent resolution, then the local up path — the same arithmetic as one pass (every layer is causal
+per chunk), split so :mod:`.tiling` can tile only the local parts.
 
 Spatial sharding: pass ``mesh`` and a mesh ``axis`` to ``encode``/``decode`` to shard the frame height over
 that axis (``H`` must divide by 16·axis size); XLA's SPMD partitioner inserts the conv halo exchanges and the
@@ -71,10 +75,15 @@ class Encoder(nnx.Module):
         self.norm_out = RMSNorm(dims[-1], init=init)
         self.conv_out = CausalConv3d(dims[-1], 2 * cfg.z_dim, init=init)
 
-    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+    def down(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        """The spatially local part: conv_in → down blocks (``[B, t, H/2, W/2, 12] -> [B, t', H/16, W/16, C]``)."""
         x = self.conv_in(x, cache)
         for block in self.down_blocks:
             x = block(x, cache)
+        return x
+
+    def tail(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        """At latent resolution: mid block (global per-frame attention) → norm, SiLU → conv_out."""
         x = self.mid_block(x, cache)
         return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
 
@@ -96,9 +105,12 @@ class Decoder(nnx.Module):
         self.norm_out = RMSNorm(dims[-1], init=init)
         self.conv_out = CausalConv3d(dims[-1], 3 * PATCH * PATCH, init=init)
 
-    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
-        x = self.conv_in(x, cache)
-        x = self.mid_block(x, cache)
+    def head(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        """At latent resolution: conv_in → mid block (global per-frame attention)."""
+        return self.mid_block(self.conv_in(x, cache), cache)
+
+    def up(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        """The spatially local, high-resolution part: up blocks → norm, SiLU → conv_out."""
         for block in self.up_blocks:
             x = block(x, cache)
         return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
@@ -151,32 +163,51 @@ class WanVAE(nnx.Module):
             return jnp.zeros(self.z_dim), jnp.ones(self.z_dim)  # non-48 research configs: identity normalisation
         return jnp.asarray(LATENTS_MEAN, jnp.float32), jnp.asarray(LATENTS_STD, jnp.float32)
 
-    def encode_mean(self, video: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
-        """Traceable: posterior mean (un-normalised) ``[B, N+1, H/16, W/16, z_dim]`` of ``[B, 4N+1, H, W, 3]``."""
-        x = _constrain(patchify.unshuffle(video, PATCH), mesh, axis)
+    def _chunked(self, part, x: jax.Array, first_len: int, chunk_len: int, mesh, axis) -> jax.Array:
+        """Runs the causal ``part(x, cache)`` over time chunks of ``x [B, T, ...]`` (``first_len`` frames, then
+        ``chunk_len`` each) with its own explicit cache; returns the outputs concatenated along time."""
         b, t = x.shape[:2]
-        rest = x[:, 1:].reshape(b, (t - 1) // 4, 4, *x.shape[2:]).swapaxes(0, 1)
+        rest = x[:, first_len:].reshape(b, (t - first_len) // chunk_len, chunk_len, *x.shape[2:]).swapaxes(0, 1)
 
         def step(chunk, slots):
             cache = ChunkCache(slots)
-            y = self.encoder(_constrain(chunk, mesh, axis), cache)
+            y = part(_constrain(chunk, mesh, axis), cache)
             return y, cache.finish()
 
-        out = _run_chunks(step, x[:, :1], rest)
+        return _constrain(_run_chunks(step, x[:, :first_len], rest), mesh, axis)
+
+    def encode_features(self, video: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
+        """Traceable, spatially local: ``[B, 4N+1, H, W, 3]`` → down-path features ``[B, N+1, H/16, W/16, C]``.
+
+        The chunks: frame 0 alone, then groups of 4 (the official schedule); each gives one latent frame.
+        """
+        x = _constrain(patchify.unshuffle(video, PATCH), mesh, axis)
+        return self._chunked(self.encoder.down, x, 1, 4, mesh, axis)
+
+    def encode_tail(self, features: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
+        """Traceable: down-path features → posterior mean (un-normalised) ``[B, N+1, H/16, W/16, z_dim]``."""
+        out = self._chunked(self.encoder.tail, features, 1, 1, mesh, axis)
         kernel, bias = self.quant_conv.kernel[...], self.quant_conv.bias[...]
         return out @ kernel[:, : self.z_dim] + bias[: self.z_dim]  # mu half of quant_conv
 
+    def encode_mean(self, video: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
+        """Traceable: posterior mean (un-normalised) ``[B, N+1, H/16, W/16, z_dim]`` of ``[B, 4N+1, H, W, 3]``."""
+        return self.encode_tail(self.encode_features(video, mesh, axis), mesh, axis)
+
+    def decode_features(self, z: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
+        """Traceable: un-normalised latents ``[B, t, h, w, z_dim]`` → head features ``[B, t, h, w, C]``
+        (post_quant_conv, conv_in, mid block with its global per-frame attention; one latent frame per chunk)."""
+        return self._chunked(self.decoder.head, self.post_quant_conv(z), 1, 1, mesh, axis)
+
+    def decode_up(self, features: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
+        """Traceable, spatially local: head features ``[B, t, h, w, C]`` → unclamped video
+        ``[B, 1+4(t-1), 16h, 16w, 3]`` (one latent frame per chunk, its own causal cache)."""
+        out = self._chunked(self.decoder.up, features, 1, 1, mesh, axis)
+        return _constrain(patchify.shuffle(out, PATCH), mesh, axis)
+
     def decode_raw(self, z: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
         """Traceable: un-normalised latents ``[B, t, h, w, z_dim]`` → unclamped video ``[B, 1+4(t-1), 16h, 16w, 3]``."""
-        x = _constrain(self.post_quant_conv(z), mesh, axis)
-
-        def step(chunk, slots):
-            cache = ChunkCache(slots)
-            y = self.decoder(_constrain(chunk, mesh, axis), cache)
-            return y, cache.finish()
-
-        out = _run_chunks(step, x[:, :1], x[:, 1:, None].swapaxes(0, 1))
-        return _constrain(patchify.shuffle(out, PATCH), mesh, axis)
+        return self.decode_up(self.decode_features(z, mesh, axis), mesh, axis)
 
     def normalize(self, mu: jax.Array) -> jax.Array:
         mean, std = self._stats()
@@ -194,16 +225,24 @@ class WanVAE(nnx.Module):
         graphdef, state = nnx.split(self)
         return _encode_jit(graphdef, state, jnp.asarray(video, jnp.float32), mesh, axis)
 
-    def decode(self, latents, mesh=None, axis: str | None = None, clamp: bool = True) -> jax.Array:
-        """Normalised latents ``[B, t, h, w, z_dim]`` → video ``[B, 1+4(t-1), 16h, 16w, 3]`` (compiled).
-
-        ``clamp=False`` skips the final clamp to [-1, 1] (tiled decoding blends first, then clamps).
-        """
+    def decode(self, latents, mesh=None, axis: str | None = None) -> jax.Array:
+        """Normalised latents ``[B, t, h, w, z_dim]`` → video ``[B, 1+4(t-1), 16h, 16w, 3]`` in [-1, 1] (compiled)."""
         from mirage_jax.models.latent_space import check_latents  # noqa: PLC0415
 
         check_latents(jnp.shape(latents), self.z_dim)
         graphdef, state = nnx.split(self)
-        return _decode_jit(graphdef, state, jnp.asarray(latents, jnp.float32), mesh, axis, clamp)
+        return _decode_jit(graphdef, state, jnp.asarray(latents, jnp.float32), mesh, axis)
+
+    def compiled(self, method: str, x) -> jax.Array:
+        """``self.<method>(x)`` as one compiled function (cached per method and shape), e.g. the parts
+        ``encode_features`` / ``encode_tail`` / ``decode_features`` / ``decode_up`` that tiling runs separately."""
+        graphdef, state = nnx.split(self)
+        return _method_jit(graphdef, method, state, jnp.asarray(x, jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _method_jit(graphdef, method, state, x):
+    return getattr(nnx.merge(graphdef, state), method)(x)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -212,8 +251,8 @@ def _encode_jit(graphdef, state, video, mesh, axis):
     return vae.normalize(vae.encode_mean(video, mesh, axis))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def _decode_jit(graphdef, state, latents, mesh, axis, clamp):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _decode_jit(graphdef, state, latents, mesh, axis):
     vae = nnx.merge(graphdef, state)
     video = vae.decode_raw(vae.denormalize(latents), mesh, axis)
-    return jnp.clip(video, -1.0, 1.0) if clamp else video
+    return jnp.clip(video, -1.0, 1.0)

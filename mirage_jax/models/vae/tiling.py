@@ -1,16 +1,37 @@
 """Spatial tiling with overlap blending, so large frames encode/decode in bounded memory.
 
-Tiles are given in latent cells (``tile_hw``, ``tile_stride_hw``; official inference: 30×52 cells with stride
-15×26). Each tile is processed on its own (one compiled function: every tile has the same size — the last tile
-of a row/column is shifted back to end at the border instead of being cropped, a deviation from the official
-positions that avoids recompiles) and accumulated with a weight mask: linear ramps ``(i+1)/border`` over the
-``border = (tile - stride)`` overlap on every side that is not the frame border, the minimum of the height and
-width ramps, as the official ``build_mask``; the sum is divided by the summed weights. Only the accumulators
-and one tile's activations are alive at a time.
+Only the spatially *local* part of each network is tiled; the part with the global per-frame attention (the
+mid block) runs on the whole frame at latent resolution, where it is cheap:
+
+- ``decode_tiled``: head = post_quant_conv → conv_in → mid block on the whole latent (chunk by chunk with its
+  causal cache); then the up path (up blocks → norm → conv_out, the expensive high-resolution part) per tile,
+  each tile with its own causal cache across the time chunks (first chunk: the temporal up-samplers' special
+  case). Only one tile's high-resolution activations are alive at a time (one compiled call per tile),
+  plus the two output-sized accumulators. Output clamped to [-1, 1] after blending.
+- ``encode_tiled``: the down path (conv_in → down blocks) per tile with its own cache (frame 0, then groups of
+  4), blended at latent resolution; then mid block → norm → conv_out → quant on the whole latent.
+
+What is exact, and where: the tiled part is a stack of convolutions, so a tile's output at a cell farther than
+the part's receptive-field radius (:func:`decode_margin` / :func:`encode_margin`, in latent cells) from every
+tile edge *inside* the frame is the untiled value (frame borders pad with zeros in both). A cell all of whose
+covering tiles are exact there (:func:`exact_cells`) is therefore the untiled result up to fp32 summation order:
+``decode_tiled`` everywhere in that region (its head is computed on the whole frame). ``encode_tiled`` is exact
+there only up to the down-path features: its mid-block attention (global) and convolutions read the blended
+features near the seams, so seam errors leak into every latent at a much reduced size (see the tests for
+measured bounds). Near seams both are a blend of tiles that saw zero padding instead of their neighbours.
+
+Tile positions: tiles are given in latent cells (``tile_hw``, ``tile_stride_hw``; official inference: 30×52
+cells with stride 15×26) and start at multiples of the stride; unlike the official loop, whose last tile of a
+row/column is cropped at the border (a smaller tile), ours is shifted back to end at the border. All tiles then
+have one size, so the tiled part compiles once; it only moves the seam region, which the blend handles anyway.
+Blending: every output is accumulated with a weight mask (linear ramps ``(i+1)/border`` over the
+``border = tile - stride`` overlap on every side that is not the frame border, the minimum of the height and
+width ramps, as the official ``build_mask``) and divided by the summed weights.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -39,6 +60,52 @@ def ramp(length: int, border: int, ramp_start: bool, ramp_end: bool) -> np.ndarr
         if ramp_end:
             w[-border:] = np.minimum(w[-border:], up[::-1])
     return w
+
+
+def decode_margin(cfg) -> int:
+    """Receptive-field radius of the decoder's up path, in latent cells (conservative, rounded up).
+
+    Counted backwards from the output: conv_out; per up block ``2·(num_res_blocks + 1)`` 3×3 convs at its input
+    resolution, and (up blocks) one 3×3 conv after the nearest 2× upsampling (radius ``k`` there → ``⌈k/2⌉``).
+    """
+    blocks = len(cfg.dim_mult)
+    k = 1  # conv_out
+    for i in reversed(range(blocks)):
+        if i != blocks - 1:
+            k = math.ceil((k + 1) / 2)  # upsampler conv at 2× resolution, then nearest upsampling
+        k += 2 * (cfg.num_res_blocks + 1)
+    return k
+
+
+def encode_margin(cfg) -> int:
+    """Receptive-field radius of the encoder's down path, in latent cells (conservative, rounded up).
+
+    Counted backwards from the latent: per down block ``2·num_res_blocks`` 3×3 convs at its input resolution and
+    (down blocks) the stride-2 3×3 conv (radius ``k`` → ``2k + 2``); conv_in; then patch cells → latent cells.
+    """
+    blocks = len(cfg.dim_mult)
+    k = 0
+    for i in reversed(range(blocks)):
+        if i != blocks - 1:
+            k = 2 * k + 2
+        k += 2 * cfg.num_res_blocks
+    return math.ceil((k + 1) / 2 ** (blocks - 1))  # + conv_in, at patch resolution (2^(blocks-1) per latent cell)
+
+
+def exact_cells(size: int, tile: int, stride: int, margin: int) -> np.ndarray:
+    """``[size]`` bool: cells where every covering tile is at least ``margin`` cells from its in-frame edges.
+
+    Along one axis of :func:`blend_tiles` with ``tile``/``stride`` in cells (a 2-D cell is exact when both of its
+    coordinates are); there, a tiled local part with that receptive-field radius equals the untiled one.
+    """
+    tile = min(tile, size)
+    exact = np.ones(size, bool)
+    for start in tile_starts(size, tile, min(stride, tile)):
+        end = start + tile
+        inner = np.zeros(size, bool)
+        inner[start + (margin if start > 0 else 0) : end - (margin if end < size else 0)] = True
+        exact[start:end] &= inner[start:end]
+    return exact
 
 
 def blend_tiles(
@@ -78,12 +145,29 @@ def blend_tiles(
 
 
 def decode_tiled(vae, latents, tile_hw=(30, 52), stride_hw=(15, 26)) -> jax.Array:
-    """``WanVAE.decode`` in overlapping latent tiles (blended unclamped, then clamped to [-1, 1])."""
-    out = blend_tiles(lambda z: vae.decode(z, clamp=False), jnp.asarray(latents), tile_hw, stride_hw, 1,
-                      vae.spatial_factor)  # fmt: skip
+    """``WanVAE.decode`` with the up path in overlapping latent tiles (blended unclamped, then clamped to [-1, 1]).
+
+    Normalised latents ``[B, t, h, w, z_dim]`` → ``[B, 1+4(t-1), 16h, 16w, 3]``; exactness as in the module
+    docstring (margin :func:`decode_margin`).
+    """
+    from mirage_jax.models.latent_space import check_latents  # noqa: PLC0415 (avoids an import cycle)
+
+    check_latents(jnp.shape(latents), vae.z_dim)
+    features = vae.compiled("decode_features", vae.denormalize(jnp.asarray(latents, jnp.float32)))
+    out = blend_tiles(lambda f: vae.compiled("decode_up", f), features, tile_hw, stride_hw, 1, vae.spatial_factor)
     return jnp.clip(out, -1.0, 1.0)
 
 
 def encode_tiled(vae, video, tile_hw=(30, 52), stride_hw=(15, 26)) -> jax.Array:
-    """``WanVAE.encode`` in overlapping tiles (``tile_hw`` in latent cells = 16 pixels each)."""
-    return blend_tiles(vae.encode, jnp.asarray(video), tile_hw, stride_hw, vae.spatial_factor, 1)
+    """``WanVAE.encode`` with the down path in overlapping tiles (``tile_hw`` in latent cells = 16 pixels each).
+
+    ``[B, 4N+1, H, W, 3]`` in [-1, 1] → normalised latents ``[B, N+1, H/16, W/16, z_dim]``; exactness as in the
+    module docstring (margin :func:`encode_margin`).
+    """
+    from mirage_jax.models.latent_space import check_video  # noqa: PLC0415
+
+    check_video(jnp.shape(video), vae.spatial_factor)
+    video = jnp.asarray(video, jnp.float32)
+    features = blend_tiles(lambda v: vae.compiled("encode_features", v), video, tile_hw, stride_hw,
+                           vae.spatial_factor, 1)  # fmt: skip
+    return vae.normalize(vae.compiled("encode_tail", features))
