@@ -7,10 +7,10 @@ Chunk schedule (exactly the official one): the encoder sees frame 0 alone, then 
 decoder sees one latent frame at a time. The first chunk is traced once with its special cases; the identical
 steady-state chunks are the body of one ``jax.lax.scan`` whose carry is the explicit cache (a flat list of
 arrays, see :mod:`mirage_jax.models.vae.cache`). The whole encode/decode is one ``jax.jit`` per input shape.
-Each network runs as two such chunked passes with their own caches — encoder: the local down path, then the
-mid block (global per-frame attention) and output head at latent resolution; decoder: conv_in and the mid
-block at latent resolution, then the local up path — the same arithmetic as one pass (every layer is causal
-per chunk), split so :mod:`.tiling` can tile only the local parts.
+Each network also runs as two chunked passes with their own caches, the same arithmetic as one pass (every
+layer is causal per chunk), so :mod:`.tiling` can tile only the local parts — encoder: the local down path,
+then the mid block (global per-frame attention) and output head at latent resolution; decoder: conv_in and
+the mid block at latent resolution, then the local up path.
 
 Spatial sharding: pass ``mesh`` and a mesh ``axis`` to ``encode``/``decode`` to shard the frame height over
 that axis (``H`` must divide by 16·axis size); XLA's SPMD partitioner inserts the conv halo exchanges and the
@@ -87,6 +87,9 @@ class Encoder(nnx.Module):
         x = self.mid_block(x, cache)
         return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
 
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        return self.tail(self.down(x, cache), cache)
+
 
 class Decoder(nnx.Module):
     """conv_in → mid block → residual up blocks → RMS norm, SiLU → conv_out (12 channels, before unpatchify)."""
@@ -114,6 +117,9 @@ class Decoder(nnx.Module):
         for block in self.up_blocks:
             x = block(x, cache)
         return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
+
+    def __call__(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        return self.up(self.head(x, cache), cache)
 
 
 def _run_chunks(step, first: jax.Array, rest: jax.Array) -> jax.Array:
@@ -184,15 +190,21 @@ class WanVAE(nnx.Module):
         x = _constrain(patchify.unshuffle(video, PATCH), mesh, axis)
         return self._chunked(self.encoder.down, x, 1, 4, mesh, axis)
 
-    def encode_tail(self, features: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
-        """Traceable: down-path features → posterior mean (un-normalised) ``[B, N+1, H/16, W/16, z_dim]``."""
-        out = self._chunked(self.encoder.tail, features, 1, 1, mesh, axis)
+    def _mu(self, out: jax.Array) -> jax.Array:
         kernel, bias = self.quant_conv.kernel[...], self.quant_conv.bias[...]
         return out @ kernel[:, : self.z_dim] + bias[: self.z_dim]  # mu half of quant_conv
 
+    def encode_tail(self, features: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
+        """Traceable: down-path features → posterior mean (un-normalised) ``[B, N+1, H/16, W/16, z_dim]``."""
+        return self._mu(self._chunked(self.encoder.tail, features, 1, 1, mesh, axis))
+
     def encode_mean(self, video: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
-        """Traceable: posterior mean (un-normalised) ``[B, N+1, H/16, W/16, z_dim]`` of ``[B, 4N+1, H, W, 3]``."""
-        return self.encode_tail(self.encode_features(video, mesh, axis), mesh, axis)
+        """Traceable: posterior mean (un-normalised) ``[B, N+1, H/16, W/16, z_dim]`` of ``[B, 4N+1, H, W, 3]``.
+
+        One chunked pass through the whole encoder (= ``encode_tail(encode_features(video))``, faster).
+        """
+        x = _constrain(patchify.unshuffle(video, PATCH), mesh, axis)
+        return self._mu(self._chunked(self.encoder, x, 1, 4, mesh, axis))
 
     def decode_features(self, z: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
         """Traceable: un-normalised latents ``[B, t, h, w, z_dim]`` → head features ``[B, t, h, w, C]``
@@ -206,8 +218,12 @@ class WanVAE(nnx.Module):
         return _constrain(patchify.shuffle(out, PATCH), mesh, axis)
 
     def decode_raw(self, z: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
-        """Traceable: un-normalised latents ``[B, t, h, w, z_dim]`` → unclamped video ``[B, 1+4(t-1), 16h, 16w, 3]``."""
-        return self.decode_up(self.decode_features(z, mesh, axis), mesh, axis)
+        """Traceable: un-normalised latents ``[B, t, h, w, z_dim]`` → unclamped video ``[B, 1+4(t-1), 16h, 16w, 3]``.
+
+        One chunked pass through the whole decoder (= ``decode_up(decode_features(z))``, faster).
+        """
+        out = self._chunked(self.decoder, self.post_quant_conv(z), 1, 1, mesh, axis)
+        return _constrain(patchify.shuffle(out, PATCH), mesh, axis)
 
     def normalize(self, mu: jax.Array) -> jax.Array:
         mean, std = self._stats()

@@ -7,7 +7,7 @@ mid block) runs on the whole frame at latent resolution, where it is cheap:
   causal cache); then the up path (up blocks → norm → conv_out, the expensive high-resolution part) per tile,
   each tile with its own causal cache across the time chunks (first chunk: the temporal up-samplers' special
   case). Only one tile's high-resolution activations are alive at a time (one compiled call per tile),
-  plus the two output-sized accumulators. Output clamped to [-1, 1] after blending.
+  plus the output-sized accumulator (and its updated copy). Output clamped to [-1, 1] after blending.
 - ``encode_tiled``: the down path (conv_in → down blocks) per tile with its own cache (frame 0, then groups of
   4), blended at latent resolution; then mid block → norm → conv_out → quant on the whole latent.
 
@@ -19,6 +19,12 @@ covering tiles are exact there (:func:`exact_cells`) is therefore the untiled re
 there only up to the down-path features: its mid-block attention (global) and convolutions read the blended
 features near the seams, so seam errors leak into every latent at a much reduced size (see the tests for
 measured bounds). Near seams both are a blend of tiles that saw zero padding instead of their neighbours.
+The margins of the Wan2.2 layout are 13 (decode) and 10 (encode) latent cells. The official 30/15 tiles
+overlap by half, so every interior cell has a covering tile within 13 cells of an edge: there the decode is
+a blend of tiles that each lack some context on one side. That error decays fast away from the edge (tiny
+random VAE, per latent column: ~4e-2 within 3 cells of a tile edge, ~3e-3 at 5, ~2e-4 at 7, fp32 noise
+~3e-6 beyond the margin). With an overlap ``tile - stride ≥ margin`` the cells covered by one tile only are
+exact (the tests' tiling); inside an overlap wider than ``2·margin`` its middle is exact too.
 
 Tile positions: tiles are given in latent cells (``tile_hw``, ``tile_stride_hw``; official inference: 30×52
 cells with stride 15×26) and start at multiples of the stride; unlike the official loop, whose last tile of a
