@@ -5,12 +5,13 @@ and yaw-rotated boxes, vertical cylinders and spheres standing near the walls (t
 middle of the room, so the camera is never inside an object). Optional moving spheres are the dynamic objects.
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed is the same world and path.
 
-Rendering is exact ray casting in JAX (one ``jit`` per frame count and image size, vectorised over frames,
-pixels and objects): for a pixel ``(u, v)`` the ray direction is ``R K^-1 [u, v, 1]``, whose camera-space z is
-1, so the ray parameter of the nearest hit IS the metric z-depth. Textures are solid (functions of the 3D point;
-of the object-local point for moving objects) with blocky cell noise at ~5-12 cm, i.e. a few pixels — the scale
-of a latent cell — so warping errors show. Shading is Lambertian under a fixed point light: colours do not
-depend on the viewpoint, so a re-rendered view is the ground truth for consistency metrics.
+Rendering is exact ray casting in JAX (one ``jit`` per frame count, image size and number of moving objects;
+any seed reuses it), vectorised over pixels: for a pixel ``(u, v)`` the ray direction is ``R K^-1 [u, v, 1]``,
+whose camera-space z is 1, so the ray parameter of the nearest hit IS the metric z-depth. Textures are solid
+(functions of the 3D point; of the object-local point for moving objects) with blocky cell noise at ~5-12 cm,
+i.e. a few pixels — the scale of a latent cell — so warping errors show. Shading is Lambertian under a fixed
+point light: colours do not depend on the viewpoint, so a re-rendered view is the ground truth for consistency
+metrics.
 
 World axes follow the cameras: x right, y DOWN (floor at ``+y``), z forward at the start.
 """
@@ -183,11 +184,11 @@ def make_world(seed: int, dynamic_objects: int = 0) -> World:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _hash01(cells, seed):
-    """Per-cell pseudo-random values in [0, 1): ``cells [..., 3]`` int32 → ``[...]`` (integer hash, exact)."""
-    c = cells.astype(jnp.uint32)
-    h = seed ^ (c[..., 0] * jnp.uint32(73856093)) ^ (c[..., 1] * jnp.uint32(19349663))
-    h = h ^ (c[..., 2] * jnp.uint32(83492791))
+def _hash01(cx, cy, cz, seed):
+    """Per-cell pseudo-random values in [0, 1) of integer cell coordinates ``cx, cy, cz [...]`` (exact hash)."""
+    cx, cy, cz = (c.astype(jnp.uint32) for c in (cx, cy, cz))
+    h = seed ^ (cx * jnp.uint32(73856093)) ^ (cy * jnp.uint32(19349663))
+    h = h ^ (cz * jnp.uint32(83492791))
     h = (h ^ (h >> 16)) * jnp.uint32(0x7FEB352D)
     h = (h ^ (h >> 15)) * jnp.uint32(0x846CA68B)
     h = h ^ (h >> 16)
@@ -202,150 +203,212 @@ def _dynamic_centres(params, times):
     return start[None, :, :3] + offset[..., None] * direction[None]
 
 
+def _select(index, values):
+    """``values[index]`` per pixel for ``index [H,W]`` int (clipped to the list) and a short list of scalars.
+
+    One select per entry: exact, and on XLA:CPU far faster than a gather (which also splits the fusion)."""
+    out = values[0]
+    for i in range(1, len(values)):
+        out = jnp.where(index >= i, values[i], out)
+    return out
+
+
 @functools.partial(jax.jit, static_argnames=("hw",))
 def _render(params, intrinsics, cam2world, times, hw):
-    """Ray-casts ``N`` views one at a time (``lax.map``): the per-object hit distances of one frame stay in
-    cache instead of streaming ``[K, N, H, W]`` arrays through memory (25-45% less CPU time)."""
+    """Ray-casts ``N`` views (``intrinsics [N,3,3]``, ``cam2world [N,4,4]``, ``times [N]``): ``rgb uint8
+    [N,H,W,3]``, ``depth f32 [N,H,W]``, ``static bool [N,H,W]``. Only the shapes (image size, frame and
+    moving-object counts) are static: another world (seed) reuses the compiled program.
 
-    def one(x):
-        k, c2w, t = x
-        return tuple(y[0] for y in _render_views(params, k[None], c2w[None], t[None], hw))
-
-    return jax.lax.map(one, (intrinsics, cam2world, times))
-
-
-def _render_views(params, intrinsics, cam2world, times, hw):
-    """Ray-casts ``N`` views: returns ``rgb uint8 [N,H,W,3]``, ``depth f32 [N,H,W]``, ``static bool [N,H,W]``.
-
-    Two passes: the nearest hit distance and surface id over all surfaces (cheap scalar fields), then the
-    normal and texture coordinates of the winning surface only.
+    Three ``lax.map`` loops over frames, each with ONE output per frame (XLA:CPU writes every output of a loop
+    body with its own fusion, recomputing everything it depends on): the surface id of the nearest hit; its
+    distance, recomputed from that surface's own parameters (same formula, so the same value); its colour,
+    packed into one ``uint32``.
     """
-    n = intrinsics.shape[0]
-    nb, nc, ns = params["box_center"].shape[0], params["cyl"].shape[0], params["sph"].shape[0]
     u, v = geometry.pixel_grid(hw)
-    pix = jnp.stack([u, v, jnp.ones_like(u)], -1)  # [H, W, 3]
-    cam_dirs = jnp.einsum("nij,hwj->nhwi", jnp.linalg.inv(intrinsics), pix)  # z = 1: t is the z-depth
-    dirs = jnp.einsum("nij,nhwj->nhwi", cam2world[:, :3, :3], cam_dirs)  # [N, H, W, 3]
-    origin = cam2world[:, None, None, :3, 3]  # [N, 1, 1, 3] (images stay [H, W]: a flat pixel axis
-    # reshaped at the end made XLA:CPU 10x slower)
-    ox, oy, oz = origin[..., 0], origin[..., 1], origin[..., 2]
-    dx, dy, dz = dirs[..., 0], dirs[..., 1], dirs[..., 2]
+    k_inv, rot = jnp.linalg.inv(intrinsics), cam2world[:, :3, :3]
+    cam = [k_inv[:, i, 0, None, None] * u + k_inv[:, i, 1, None, None] * v + k_inv[:, i, 2, None, None]
+           for i in range(3)]  # [N, H, W] each; camera-space z = 1: the ray parameter t of a hit is its z-depth
+    dirs = jnp.stack([sum(rot[:, i, j, None, None] * cam[j] for j in range(3)) for i in range(3)], 1)  # [N,3,H,W]
+    rays = (cam2world[:, :3, 3], dirs, times)
+    surface = jax.lax.map(lambda x: _nearest_surface(params, *x), rays)
+    depth = jax.lax.map(lambda x: _hit_distance(params, *x), (*rays, surface))
+    packed = jax.lax.map(lambda x: _shade(params, *x), (*rays, surface, depth))
+    rgb = jnp.stack([(packed >> (8 * i)).astype(jnp.uint8) for i in range(3)], -1)
+    return rgb, depth, surface < _num_static_surfaces(params)
 
-    def safe(d):
-        return jnp.where(jnp.abs(d) < 1e-9, 1e-9, d)
 
-    # Pass 1a: room interior, the exit through the nearest wall.
+def _num_static_surfaces(params) -> int:
+    return NUM_WALLS + params["box_center"].shape[0] + params["cyl"].shape[0] + params["sph"].shape[0]
+
+
+def _min(a, b):
+    """``minimum`` as compare-and-select: NaN-propagating ``jnp.minimum`` costs several instructions on x86."""
+    return jnp.where(b < a, b, a)
+
+
+def _max(a, b):
+    return jnp.where(b > a, b, a)
+
+
+def _safe(d):
+    return jnp.where(jnp.abs(d) < 1e-9, 1e-9, d)
+
+
+def _wall_hit(params, origin, dirs):
+    """Exit through the nearest wall of the room: ``(t, axis, ray component along it)``, ``[H,W]`` each."""
     lo, hi = params["room_min"], params["room_max"]
-    tw = [(jnp.where(d > 0, hi[a], lo[a]) - o) / safe(d) for a, (o, d) in enumerate(((ox, dx), (oy, dy), (oz, dz)))]
-    t_best = jnp.minimum(jnp.minimum(tw[0], tw[1]), tw[2])
-    axis = jnp.where(tw[0] == t_best, 0, jnp.where(tw[1] == t_best, 1, 2))
-    d_axis = jnp.where(axis == 0, dx, jnp.where(axis == 1, dy, dz))
+    tw = [(jnp.where(d > 0, hi[a], lo[a]) - o) / _safe(d) for a, (o, d) in enumerate(zip(origin, dirs))]
+    t = _min(_min(tw[0], tw[1]), tw[2])
+    axis = jnp.where(tw[0] == t, 0, jnp.where(tw[1] == t, 1, 2))
+    return t, axis, jnp.where(axis == 0, dirs[0], jnp.where(axis == 1, dirs[1], dirs[2]))
 
-    # Pass 1b: boxes rotated by yaw about the vertical axis (slab test in the box frame). Objects of one kind
-    # are a LEADING axis [K, N, H, W]: one set of ops per kind keeps the program (and its compile) small, and
-    # the nearest-hit reduction over a leading axis vectorises (over a trailing one XLA:CPU was 3x slower).
-    def per_object(x):
-        return x[None]
 
-    def column(x):
-        return x[:, None, None, None]
-
-    cos, sin = column(jnp.cos(params["box_yaw"])), column(jnp.sin(params["box_yaw"]))
-    (cx, cy, cz), (hx, hy, hz) = (column(a) for a in params["box_center"].T), (column(a) for a in params["box_half"].T)
-    ox_, oy_, oz_, dx_, dy_, dz_ = (per_object(a) for a in (ox, oy, oz, dx, dy, dz))
-    lx, lz = (ox_ - cx) * cos - (oz_ - cz) * sin, (ox_ - cx) * sin + (oz_ - cz) * cos
-    ldx, ldz = dx_ * cos - dz_ * sin, dx_ * sin + dz_ * cos
+def _box_hit(centre, half, cos, sin, origin, dirs):
+    """Entry distance (inf on a miss) into a box rotated by yaw (``cos``, ``sin``) about the vertical axis:
+    slab test in the box frame. Parameters are scalars or per-pixel fields, as are ``origin`` and ``dirs``."""
+    (ox, oy, oz), (dx, dy, dz), (cx, cy, cz), (hx, hy, hz) = origin, dirs, centre, half
+    lx, lz = (ox - cx) * cos - (oz - cz) * sin, (ox - cx) * sin + (oz - cz) * cos
+    ldx, ldz = dx * cos - dz * sin, dx * sin + dz * cos
     t_in, t_out = None, None
-    for o, d, h in ((lx, ldx, hx), (oy_ - cy, dy_, hy), (lz, ldz, hz)):
-        inv = 1.0 / safe(d)
+    for o, d, h in ((lx, ldx, hx), (oy - cy, dy, hy), (lz, ldz, hz)):
+        inv = 1.0 / _safe(d)
         t1, t2 = (-h - o) * inv, (h - o) * inv
-        near, far = jnp.minimum(t1, t2), jnp.maximum(t1, t2)
-        t_in = near if t_in is None else jnp.maximum(t_in, near)
-        t_out = far if t_out is None else jnp.minimum(t_out, far)
-    t_box = jnp.where((t_out >= t_in) & (t_in > 1e-4), t_in, jnp.inf)
+        near, far = _min(t1, t2), _max(t1, t2)
+        t_in = near if t_in is None else _max(t_in, near)
+        t_out = far if t_out is None else _min(t_out, far)
+    return jnp.where((t_out >= t_in) & (t_in > 1e-4), t_in, jnp.inf)
 
-    # Vertical cylinders standing on the floor: side surface and top cap.
-    floor = hi[1]
-    cx, cz, r, top = (column(a) for a in params["cyl"].T)
-    a_xz = per_object(jnp.maximum(dx**2 + dz**2, 1e-12))
-    px, pz = ox_ - cx, oz_ - cz
-    bq = px * dx_ + pz * dz_
+
+def _cylinder_hit(cx, cz, r, top, floor, origin, dirs):
+    """Distance (inf on a miss) to a vertical cylinder of radius ``r`` from the floor up to ``top``: side or cap."""
+    (ox, oy, oz), (dx, dy, dz) = origin, dirs
+    a_xz = _max(dx**2 + dz**2, 1e-12)
+    px, pz = ox - cx, oz - cz
+    bq = px * dx + pz * dz
     disc = bq**2 - a_xz * (px**2 + pz**2 - r**2)
-    t_side = (-bq - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_xz
-    y_side = oy_ + t_side * dy_
+    t_side = (-bq - jnp.sqrt(_max(disc, 0.0))) / a_xz
+    y_side = oy + t_side * dy
     t_side = jnp.where((disc > 0) & (t_side > 1e-4) & (y_side >= top) & (y_side <= floor), t_side, jnp.inf)
-    t_cap = (top - oy_) / safe(dy_)
-    rad2 = (px + t_cap * dx_) ** 2 + (pz + t_cap * dz_) ** 2
-    t_cyl = jnp.minimum(t_side, jnp.where((t_cap > 1e-4) & (rad2 <= r**2), t_cap, jnp.inf))
+    t_cap = (top - oy) / _safe(dy)
+    rad2 = (px + t_cap * dx) ** 2 + (pz + t_cap * dz) ** 2
+    return _min(t_side, jnp.where((t_cap > 1e-4) & (rad2 <= r**2), t_cap, jnp.inf))
 
-    # Spheres: static ones, then moving ones (centre depends on the frame's time).
-    dyn = _dynamic_centres(params, times)  # [N, ND, 3]
-    centres = jnp.concatenate([jnp.broadcast_to(params["sph"][None, :, :3], (n, ns, 3)), dyn], 1)  # [N, K, 3]
-    radii = jnp.concatenate([params["sph"][:, 3], params["dyn_start"][:, 3]])
-    px, py, pz = (origin[None, ..., i] - centres.T[i][:, :, None, None] for i in range(3))  # [K, N, 1, 1]
-    bq = px * dx_ + py * dy_ + pz * dz_
-    a_all = per_object(dx**2 + dy**2 + dz**2)
-    disc = bq**2 - a_all * (px**2 + py**2 + pz**2 - column(radii) ** 2)
-    t = (-bq - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_all
-    t_sph = jnp.where((disc > 0) & (t > 1e-4), t, jnp.inf)
 
-    hits = [t_best[None], t_box, t_cyl, t_sph]  # distances [*, N, H, W] of every surface
-    hits = jnp.concatenate(hits, 0)
-    winner = jnp.argmin(hits, 0)
-    t_best = jnp.min(hits, 0)
-    surface = jnp.where(winner == 0, 2 * axis + (d_axis > 0), winner + NUM_WALLS - 1)
-    t_best, surface, axis, d_axis = jax.lax.optimization_barrier((t_best, surface, axis, d_axis))
+def _sphere_hit(centre, r, origin, dirs):
+    """Entry distance (inf on a miss) into a sphere."""
+    (dx, dy, dz) = dirs
+    px, py, pz = (o - c for o, c in zip(origin, centre))
+    a_all = dx**2 + dy**2 + dz**2
+    bq = px * dx + py * dy + pz * dz
+    disc = bq**2 - a_all * (px**2 + py**2 + pz**2 - r**2)
+    t = (-bq - jnp.sqrt(_max(disc, 0.0))) / a_all
+    return jnp.where((disc > 0) & (t > 1e-4), t, jnp.inf)
 
-    # Pass 2: normal and texture point of the winning surface (table gathers over the winning ids only).
-    point = origin + t_best[..., None] * dirs  # [N, H, W, 3]
 
-    def axis_vector(index, value):
-        return jnp.stack([jnp.where(index == i, value, 0.0) for i in range(3)], -1)
+def _sphere_centres(params, time):
+    """Centres ``[K, 3]`` and radii ``[K]`` of the static, then the moving spheres at ``time``."""
+    centres = jnp.concatenate([params["sph"][:, :3], _dynamic_centres(params, time[None])[0]])
+    return centres, jnp.concatenate([params["sph"][:, 3], params["dyn_start"][:, 3]])
 
-    wall_normal = axis_vector(axis, -jnp.sign(d_axis))
-    yaw = params["box_yaw"][:, None]
-    box_table = jnp.concatenate([params["box_center"], params["box_half"], jnp.cos(yaw), jnp.sin(yaw)], -1)
-    box = box_table[jnp.clip(surface - NUM_WALLS, 0, nb - 1)]  # [N, H, W, 8]
-    b_cos, b_sin = box[..., 6], box[..., 7]
-    rel = point - box[..., :3]
-    bx, bz = rel[..., 0] * b_cos - rel[..., 2] * b_sin, rel[..., 0] * b_sin + rel[..., 2] * b_cos
-    ratio = jnp.abs(jnp.stack([bx, rel[..., 1], bz], -1)) / jnp.maximum(box[..., 3:6], 1e-6)
-    face_axis = jnp.argmax(ratio, -1)
-    face_sign = jnp.sign(jnp.where(face_axis == 0, bx, jnp.where(face_axis == 1, rel[..., 1], bz)))
+
+def _nearest_surface(params, origin, dirs, time):
+    """Surface id ``[H,W]`` int32 of the nearest hit along the rays ``origin [3] + t * dirs`` (``dirs [3,H,W]``,
+    camera-space z = 1, so ``t`` is the z-depth) at ``time`` in [0, 1]. Ids: walls 0-5 (x-, x+, ceiling,
+    floor, z-, z+), then boxes, cylinders, static and moving spheres.
+
+    Everything is written on scalar fields ``[H,W]`` (one per vector component; per-object loops unrolled) so
+    that XLA:CPU fuses it into vectorised loops: small trailing axes, gathers and argmin reductions made it
+    several times slower.
+    """
+    origin, dirs = [origin[i] for i in range(3)], [dirs[i] for i in range(3)]
+    t_best, axis, d_axis = _wall_hit(params, origin, dirs)
+    cos, sin = jnp.cos(params["box_yaw"]), jnp.sin(params["box_yaw"])
+    hits = [_box_hit(params["box_center"][b], params["box_half"][b], cos[b], sin[b], origin, dirs)
+            for b in range(params["box_center"].shape[0])]
+    floor = params["room_max"][1]
+    hits += [_cylinder_hit(*params["cyl"][c], floor, origin, dirs) for c in range(params["cyl"].shape[0])]
+    centres, radii = _sphere_centres(params, time)
+    hits += [_sphere_hit(centres[s], radii[s], origin, dirs) for s in range(radii.shape[0])]
+    surface = 2 * axis + (d_axis > 0)
+    for i, t in enumerate(hits):  # running minimum: the first surface wins ties
+        closer = t < t_best
+        t_best, surface = jnp.where(closer, t, t_best), jnp.where(closer, NUM_WALLS + i, surface)
+    return surface
+
+
+def _surface_params(params, time, surface):
+    """Per-pixel parameters of each pixel's ``surface [H,W]`` (picked by :func:`_select`): the box's centre,
+    half extents, yaw cos and sin; the cylinder's x, z, radius, top; the sphere's centre and radius."""
+    nb, nc = params["box_center"].shape[0], params["cyl"].shape[0]
+    yaw = params["box_yaw"]
+    box = [_select(surface - NUM_WALLS, list(x))
+           for x in (*params["box_center"].T, *params["box_half"].T, jnp.cos(yaw), jnp.sin(yaw))]
+    cyl = [_select(surface - NUM_WALLS - nb, list(x)) for x in params["cyl"].T]
+    centres, radii = _sphere_centres(params, time)
+    sph = [_select(surface - NUM_WALLS - nb - nc, list(x)) for x in (*centres.T, radii)]
+    return box, cyl, sph
+
+
+def _hit_distance(params, origin, dirs, time, surface):
+    """Distance ``t [H,W]`` to each pixel's ``surface``, from that surface's own parameters with the formula
+    :func:`_nearest_surface` used: bit-identical to the distance of the nearest hit found there."""
+    nb, nc = params["box_center"].shape[0], params["cyl"].shape[0]
+    origin, dirs = [origin[i] for i in range(3)], [dirs[i] for i in range(3)]
+    box, cyl, sph = _surface_params(params, time, surface)
+    return jnp.where(surface < NUM_WALLS, _wall_hit(params, origin, dirs)[0], jnp.where(
+        surface < NUM_WALLS + nb, _box_hit(box[:3], box[3:6], box[6], box[7], origin, dirs), jnp.where(
+            surface < NUM_WALLS + nb + nc, _cylinder_hit(*cyl, params["room_max"][1], origin, dirs),
+            _sphere_hit(sph[:3], sph[3], origin, dirs))))
+
+
+def _shade(params, origin, dirs, time, surface, t):
+    """Colour of each pixel's ``surface`` hit at distance ``t`` packed as ``r + g << 8 + b << 16`` in ``uint32
+    [H,W]``: the normal and solid-texture point at the hit; Lambertian shading under a point light (independent
+    of the viewpoint); a checker at the surface's coarse scale and two octaves of blocky cell noise as texture."""
+    nb, nc = params["box_center"].shape[0], params["cyl"].shape[0]
+    origin, dirs = [origin[i] for i in range(3)], [dirs[i] for i in range(3)]
+    _, axis, d_axis = _wall_hit(params, origin, dirs)
+    box, cyl, sph = _surface_params(params, time, surface)
+    point = [o + t * d for o, d in zip(origin, dirs)]
+    wall_normal = [jnp.where(axis == i, -jnp.sign(d_axis), 0.0) for i in range(3)]
+    b_cos, b_sin = box[6], box[7]
+    rel = [p - c for p, c in zip(point, box[:3])]
+    bx, bz = rel[0] * b_cos - rel[2] * b_sin, rel[0] * b_sin + rel[2] * b_cos
+    ratio = [jnp.abs(x) / jnp.maximum(h, 1e-6) for x, h in zip((bx, rel[1], bz), box[3:6])]
+    face_axis = jnp.where((ratio[0] >= ratio[1]) & (ratio[0] >= ratio[2]), 0, jnp.where(ratio[1] >= ratio[2], 1, 2))
+    face_sign = jnp.sign(jnp.where(face_axis == 0, bx, jnp.where(face_axis == 1, rel[1], bz)))
     fx, fy, fz = (jnp.where(face_axis == i, face_sign, 0.0) for i in range(3))  # box-frame normal
-    box_normal = jnp.stack([fx * b_cos + fz * b_sin, fy, -fx * b_sin + fz * b_cos], -1)
-    cyl = params["cyl"][jnp.clip(surface - NUM_WALLS - nb, 0, nc - 1)]  # [N, H, W, 4]
-    on_cap = jnp.abs(point[..., 1] - cyl[..., 3]) < 1e-4 * (1.0 + t_best)
-    side = jnp.stack([point[..., 0] - cyl[..., 0], jnp.zeros_like(t_best), point[..., 2] - cyl[..., 1]], -1)
-    cyl_normal = jnp.where(on_cap[..., None], jnp.array([0.0, -1.0, 0.0]), side / cyl[..., 2:3])
-    sph_table = jnp.concatenate([centres, jnp.broadcast_to(radii[None, :, None], (n, radii.shape[0], 1))], -1)
-    sph = jax.vmap(lambda tab, i: tab[i])(sph_table, jnp.clip(surface - NUM_WALLS - nb - nc, 0, radii.shape[0] - 1))
-    sph_rel = point - sph[..., :3]
-    sph_normal = sph_rel / sph[..., 3:4]
+    box_normal = [fx * b_cos + fz * b_sin, fy, -fx * b_sin + fz * b_cos]
+    on_cap = jnp.abs(point[1] - cyl[3]) < 1e-4 * (1.0 + t)
+    cyl_normal = [jnp.where(on_cap, 0.0, (point[0] - cyl[0]) / cyl[2]), jnp.where(on_cap, -1.0, 0.0 / cyl[2]),
+                  jnp.where(on_cap, 0.0, (point[2] - cyl[1]) / cyl[2])]
+    sph_rel = [p - c for p, c in zip(point, sph[:3])]
+    sph_normal = [x / sph[3] for x in sph_rel]
     kind = jnp.where(surface < NUM_WALLS, 0, jnp.where(surface < NUM_WALLS + nb, 1,
-                                                       jnp.where(surface < NUM_WALLS + nb + nc, 2, 3)))[..., None]
-    normal = jnp.where(kind == 0, wall_normal, jnp.where(kind == 1, box_normal, jnp.where(kind == 2, cyl_normal,
-                                                                                          sph_normal)))
-    static = surface < NUM_WALLS + nb + nc + ns
-    local = jnp.where(static[..., None], point, sph_rel)  # moving objects carry their texture along
-
-    # Solid texture: checker at the surface's coarse scale, two octaves of blocky cell noise; Lambert shading.
-    table = jnp.concatenate([params["scales"], params["colour_a"], params["colour_b"]], -1)
-    surf = table[surface]  # [N, H, W, 9]
-    # Barrier: stops XLA from fusing (and so recomputing) the gathers into every consumer below.
-    surf, local, normal, point = jax.lax.optimization_barrier((surf, local, normal, point))
-    seed = params["hash_seed"]
-    checker = (jnp.sum(jnp.floor(local / surf[..., 0:1]).astype(jnp.int32), -1) & 1).astype(jnp.float32)
-    coarse = _hash01(jnp.floor(local / surf[..., 1:2]).astype(jnp.int32), seed)
-    fine = _hash01(jnp.floor(local / surf[..., 2:3]).astype(jnp.int32), seed + jnp.uint32(7))
-    mix = jnp.clip(0.45 * checker + 0.35 * coarse + 0.25 * fine - 0.05, 0.0, 1.0)[..., None]
-    albedo = surf[..., 3:6] * (1 - mix) + surf[..., 6:9] * mix
-    to_light = params["light"] - point
-    dist = jnp.sqrt(jnp.sum(to_light**2, -1, keepdims=True))
-    lambert = jnp.clip(jnp.sum(normal * to_light, -1, keepdims=True) / dist, 0.0, 1.0)
+                                                       jnp.where(surface < NUM_WALLS + nb + nc, 2, 3)))
+    normal = [jnp.where(kind == 0, w, jnp.where(kind == 1, b, jnp.where(kind == 2, c, s)))
+              for w, b, c, s in zip(wall_normal, box_normal, cyl_normal, sph_normal)]
+    static = surface < _num_static_surfaces(params)
+    local = [jnp.where(static, p, r) for p, r in zip(point, sph_rel)]  # moving objects carry their texture along
+    to_light = [params["light"][i] - p for i, p in enumerate(point)]
+    dist = jnp.sqrt(to_light[0] ** 2 + to_light[1] ** 2 + to_light[2] ** 2)
+    lambert = jnp.clip((normal[0] * to_light[0] + normal[1] * to_light[1] + normal[2] * to_light[2]) / dist, 0.0, 1.0)
     shade = 0.35 + 0.65 * lambert / (1.0 + 0.02 * dist**2)
-    rgb = jnp.clip(albedo * shade * 255.0 + 0.5, 0, 255).astype(jnp.uint8)
-    return rgb, t_best, static
+
+    table = jnp.concatenate([params["scales"], params["colour_a"], params["colour_b"]], -1)  # [S, 9]
+    surf = list(jnp.moveaxis(table[surface], -1, 0))
+    seed = params["hash_seed"]
+
+    def cells(scale):
+        return [jnp.floor(x / scale).astype(jnp.int32) for x in local]
+
+    checker = (sum(cells(surf[0])) & 1).astype(jnp.float32)
+    coarse = _hash01(*cells(surf[1]), seed)
+    fine = _hash01(*cells(surf[2]), seed + jnp.uint32(7))
+    mix = jnp.clip(0.45 * checker + 0.35 * coarse + 0.25 * fine - 0.05, 0.0, 1.0)
+    rgb = [jnp.clip((a * (1 - mix) + b * mix) * shade * 255.0 + 0.5, 0, 255).astype(jnp.uint32)
+           for a, b in zip(surf[3:6], surf[6:9])]
+    return rgb[0] | (rgb[1] << 8) | (rgb[2] << 16)
 
 
 # ----------------------------------------------------------------------------------------------------------
