@@ -1,5 +1,8 @@
 """pose_clips TFDS datasets: build → read back (no TensorFlow) equals the source, for all three sources."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -101,3 +104,60 @@ def test_unprepared_and_empty_inputs(tmp_path):
     (tmp_path / "c.txt").write_text("url\n1 2 3\n")
     with pytest.raises(ValueError, match="19 numbers"):
         sources.read_realestate10k_cameras(tmp_path / "c.txt")
+
+
+def _run_python(code: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_build_shows_our_progress_bar_only(tmp_path):
+    """``mirage-jax data build`` prints our bar ("train clips") and none of TFDS's own bars; TFDS's setting is
+    restored afterwards (checked in-process)."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    args = ["data", "build", "--out", str(tmp_path), "--num-clips", "2", "--num-test-clips", "1", "--frames", "1",
+            "--height", "6", "--width", "8"]
+    done = _run_python("import sys; from mirage_jax.cli import main; sys.exit(main(sys.argv[1:]))", *args)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "train clips" in output and "test clips" in output, output
+    for tfds_bar in ("Generating splits", "Generating train examples", "Shuffling"):
+        assert tfds_bar not in output, output
+    config = pcb.make_config("procedural", num_clips=2, num_test_clips=1, num_frames=1, height=6, width=8)
+    assert tqdm_utils._active
+    tfds_io.build(config, tmp_path)  # already there: reused
+    assert tqdm_utils._active, "the caller's TFDS progress-bar setting is restored"
+
+
+_CONCURRENT_BUILD = """
+import sys, time
+from pathlib import Path
+out, me, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+from mirage_jax.data import tfds_io
+from mirage_jax.data.pose_clips import pose_clips_dataset_builder as pcb
+(out / me).touch()
+while not (out / other).exists():  # both processes are imported and ready: start building together
+    time.sleep(0.01)
+config = pcb.make_config("procedural", num_clips=3, num_test_clips=1, num_frames=2, height=10, width=16, seed=7)
+print(tfds_io.build(config, out / "data"))
+"""
+
+
+def test_concurrent_builds_of_one_dataset(tmp_path):
+    """Two processes building the same dataset folder at once both succeed; it holds the dataset once, complete."""
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_BUILD, str(tmp_path), me, other],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for me, other in (("a.ready", "b.ready"), ("b.ready", "a.ready"))]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    folders = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert len(folders) == 1
+    config = pcb.make_config("procedural", num_clips=3, num_test_clips=1, num_frames=2, height=10, width=16, seed=7)
+    versions = [p for p in (tmp_path / "data" / "pose_clips" / config.name).iterdir() if p.is_dir()]
+    assert [p.name for p in versions] == ["1.0.0"], versions  # no leftover temporary folders
+    train = _by_id(tfds_io.data_source(config, tmp_path / "data"))
+    assert sorted(train) == [0, 1, 2]
+    for i in range(3):
+        _assert_same(train[i], synthetic.render_clip(7 + i, 2, 10, 16, synthetic.TRAJECTORIES[i]))

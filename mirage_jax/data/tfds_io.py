@@ -1,15 +1,19 @@
 """Building and reading ``pose_clips`` TFDS datasets (ArrayRecord, no TensorFlow needed).
 
-``build(config, data_dir)`` prepares the dataset once (a later call with the same config reuses it);
+``build(config, data_dir)`` prepares the dataset once (a later call with the same config reuses it; processes
+building the same dataset at once take turns, and all but the first reuse its result);
 ``data_source(config, data_dir, split)`` returns a random-access source of clip dicts for Grain.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
 import numpy as np
+from tensorflow_datasets.core.utils import tqdm_utils
 
 from mirage_jax.data.pose_clips import pose_clips_dataset_builder as pcb
 
@@ -22,11 +26,32 @@ def builder(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = No
 
 
 def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None, progress=None) -> Path:
-    """Prepares the dataset (no-op when already there); returns its folder. ``progress`` wraps clip iterators."""
-    b = builder(config, data_dir)
-    b.progress = progress
-    b.download_and_prepare()
-    return Path(b.data_dir)
+    """Prepares the dataset (no-op when already there); returns its folder. ``progress`` wraps clip iterators
+    (our progress bar: TFDS's own bars are silenced meanwhile).
+
+    Safe to call from several processes at once: an exclusive ``flock`` on ``<data_dir>/pose_clips/<name>.lock``
+    serialises them, and the builder is made inside it, so a process that waited finds the dataset prepared and
+    reuses it (TFDS alone would race on the rename of its temporary folder: ``FileExistsError``).
+    """
+    lock_path = Path(data_dir or DEFAULT_DATA_DIR) / pcb.Builder.name / f"{config.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock, _tfds_progress_bars(False):
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        b = builder(config, data_dir)
+        b.progress = progress
+        b.download_and_prepare()
+        return Path(b.data_dir)
+
+
+@contextlib.contextmanager
+def _tfds_progress_bars(enable: bool):
+    """Shows or hides TFDS's own progress bars inside the block, then restores the caller's setting."""
+    before = tqdm_utils._active  # noqa: SLF001  (TFDS keeps the setting in this module global only)
+    tqdm_utils.display_progress_bar(enable)
+    try:
+        yield
+    finally:
+        tqdm_utils.display_progress_bar(before)
 
 
 def data_source(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None, split: str = "train"):
