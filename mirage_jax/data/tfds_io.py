@@ -29,18 +29,29 @@ def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None
     """Prepares the dataset (no-op when already there); returns its folder. ``progress`` wraps clip iterators
     (our progress bar: TFDS's own bars are silenced meanwhile).
 
-    Safe to call from several processes at once: an exclusive ``flock`` on ``<data_dir>/pose_clips/<name>.lock``
-    serialises them, and the builder is made inside it, so a process that waited finds the dataset prepared and
-    reuses it (TFDS alone would race on the rename of its temporary folder: ``FileExistsError``).
+    Safe to call from several processes at once on a local or POSIX-shared ``data_dir``: an exclusive ``flock``
+    on ``<data_dir>/pose_clips/<name>.lock`` serialises them, and the builder is made inside it, so a process
+    that waited finds the dataset prepared and reuses it (TFDS alone races on the rename of its temporary
+    folder: ``FileExistsError``). Object-store URLs (``gs://...``) are not locked.
     """
-    lock_path = Path(data_dir or DEFAULT_DATA_DIR) / pcb.Builder.name / f"{config.name}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock, _tfds_progress_bars(False):
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+    with _build_lock(data_dir or DEFAULT_DATA_DIR, config.name), _tfds_progress_bars(False):
         b = builder(config, data_dir)
         b.progress = progress
         b.download_and_prepare()
         return Path(b.data_dir)
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir: str | os.PathLike, name: str):
+    """Holds an exclusive lock on ``<data_dir>/pose_clips/<name>.lock`` (none for URLs) inside the block."""
+    if "://" in str(data_dir):
+        yield
+        return
+    path = Path(data_dir) / pcb.Builder.name / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        yield
 
 
 @contextlib.contextmanager
