@@ -206,7 +206,8 @@ def _dynamic_centres(params, times):
 def _select(index, values):
     """``values[index]`` per pixel for ``index [H,W]`` int (clipped to the list) and a short list of scalars.
 
-    One select per entry: exact, and on XLA:CPU far faster than a gather (which also splits the fusion)."""
+    One select per entry: exact, and on XLA:CPU far faster than a gather (which keeps the loop around it from
+    being vectorised)."""
     out = values[0]
     for i in range(1, len(values)):
         out = jnp.where(index >= i, values[i], out)
@@ -222,17 +223,25 @@ def _render(params, intrinsics, cam2world, times, hw):
     Three ``lax.map`` loops over frames, each with ONE output per frame (XLA:CPU writes every output of a loop
     body with its own fusion, recomputing everything it depends on): the surface id of the nearest hit; its
     distance, recomputed from that surface's own parameters (same formula, so the same value); its colour,
-    packed into one ``uint32``.
+    packed into one ``uint32``. Each loop body computes its rays from the camera (a few multiply-adds per
+    pixel): reading precomputed ray arrays instead made XLA:CPU's loops 4-6x slower; so did one gather
+    (``table[surface]``) in the colour loop, hence :func:`_select`.
     """
-    u, v = geometry.pixel_grid(hw)
     k_inv, rot = jnp.linalg.inv(intrinsics), cam2world[:, :3, :3]
-    cam = [k_inv[:, i, 0, None, None] * u + k_inv[:, i, 1, None, None] * v + k_inv[:, i, 2, None, None]
-           for i in range(3)]  # [N, H, W] each; camera-space z = 1: the ray parameter t of a hit is its z-depth
-    dirs = jnp.stack([sum(rot[:, i, j, None, None] * cam[j] for j in range(3)) for i in range(3)], 1)  # [N,3,H,W]
-    rays = (cam2world[:, :3, 3], dirs, times)
-    surface = jax.lax.map(lambda x: _nearest_surface(params, *x), rays)
-    depth = jax.lax.map(lambda x: _hit_distance(params, *x), (*rays, surface))
-    packed = jax.lax.map(lambda x: _shade(params, *x), (*rays, surface, depth))
+
+    def rays(k_inv, rot):
+        """Ray directions ``[3, H, W]`` of one camera (camera-space z = 1: a hit's ray parameter is its z-depth)."""
+        u, v = geometry.pixel_grid(hw)
+        cam = [k_inv[i, 0] * u + k_inv[i, 1] * v + k_inv[i, 2] for i in range(3)]
+        return jnp.stack([rot[i, 0] * cam[0] + rot[i, 1] * cam[1] + rot[i, 2] * cam[2] for i in range(3)])
+
+    def per_frame(stage):
+        return lambda x: stage(params, x[0], rays(x[1], x[2]), *x[3:])
+
+    frames = (cam2world[:, :3, 3], k_inv, rot, times)
+    surface = jax.lax.map(per_frame(_nearest_surface), frames)
+    depth = jax.lax.map(per_frame(_hit_distance), (*frames, surface))
+    packed = jax.lax.map(per_frame(_shade), (*frames, surface, depth))
     rgb = jnp.stack([(packed >> (8 * i)).astype(jnp.uint8) for i in range(3)], -1)
     return rgb, depth, surface < _num_static_surfaces(params)
 
@@ -395,8 +404,7 @@ def _shade(params, origin, dirs, time, surface, t):
     lambert = jnp.clip((normal[0] * to_light[0] + normal[1] * to_light[1] + normal[2] * to_light[2]) / dist, 0.0, 1.0)
     shade = 0.35 + 0.65 * lambert / (1.0 + 0.02 * dist**2)
 
-    table = jnp.concatenate([params["scales"], params["colour_a"], params["colour_b"]], -1)  # [S, 9]
-    surf = list(jnp.moveaxis(table[surface], -1, 0))
+    surf = [_select(surface, list(params[key][:, i])) for key in ("scales", "colour_a", "colour_b") for i in range(3)]
     seed = params["hash_seed"]
 
     def cells(scale):
