@@ -87,7 +87,7 @@ def ref_hash_tables(cells, ok, frame):
     slot holds ``frame·M + index`` of its newest valid cell, -1 if none.
     """
     m = len(cells)
-    size = 1 << max(4, (16 * m - 1).bit_length())
+    size = 1 << max(4, (8 * m - 1).bit_length())  # 8 slots per cell, as memory.capacity
     mask32 = np.uint64(0xFFFFFFFF)
 
     def slots_of(c):

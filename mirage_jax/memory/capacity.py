@@ -34,7 +34,9 @@ def group_ids(sorted_cols):
 
 
 # Two independent hashes of a voxel into tables of TABLE_SLOTS_PER_CELL x (cells per write) slots (a power of 2).
-TABLE_SLOTS_PER_CELL = 16
+# 8: a voxel is missed (both slots held by other voxels) for ~0.4% of voxels at most; filling the tables is
+# most of their cost (16 slots doubled it: +0.4 ms per 8-frame write at 44x80).
+TABLE_SLOTS_PER_CELL = 8
 _HASH_SEEDS = (0x9E3779B9, 0x7F4A7C15)  # one per table
 _HASH_PRIMES = (0x8DA6B343, 0xD8163841, 0xCB1AB31F)
 
@@ -64,11 +66,11 @@ def voxel_tables(new_keys, new_ok, frame):
     """Hash tables of a write's voxels, and which cells are of the latest frame in their voxel.
 
     Each table slot holds the index of the cell with the largest ``(frame, index)`` among the valid cells
-    hashing there (-1 if none). A cell's slot is *verified* when the cell held there is in the same
-    voxel; then that cell's frame is exactly the latest frame of the voxel. Returns ``(tables [2, S] int32,
-    latest [M] bool)``: ``latest`` is ``new_ok`` minus the cells that a verified slot shows to be older than
-    the voxel's latest frame (a cell verified in neither table, because both slots hold other voxels, is
-    kept).
+    hashing there (-1 if none). A cell's slot is *verified* when the cell held there is in the same voxel;
+    then that cell's frame is exactly the latest frame of the voxel. Returns ``(tables, latest [M] bool)``:
+    ``tables`` is two ``[S + 1]`` int32 arrays (entry ``S`` is scratch for invalid cells); ``latest`` is
+    ``new_ok`` minus the cells that a verified slot shows to be older than the voxel's latest frame (a cell
+    verified in neither table, because both slots hold other voxels, is kept).
 
     ``frame`` must be non-decreasing along the cells (``write.lift`` orders them frame by frame), so the
     largest ``(frame, index)`` is the largest index and the tables store plain indices.
@@ -77,9 +79,9 @@ def voxel_tables(new_keys, new_ok, frame):
     size = table_size(m)
     slots = voxel_slots(new_keys, size)
     index = jnp.arange(m, dtype=jnp.int32)
-    tables = jnp.stack([
-        jnp.full((size + 1,), -1, jnp.int32).at[jnp.where(new_ok, slots[i], size)].max(index)[:size] for i in range(2)
-    ])
+    # one spare entry at ``size`` takes the invalid cells; kept (not sliced off) so no table is copied
+    tables = tuple(jnp.full((size + 1,), -1, jnp.int32).at[jnp.where(new_ok, slots[i], size)].max(index)
+                   for i in range(2))
     older = jnp.zeros((m,), bool)
     for i in range(2):
         held = jnp.maximum(tables[i][slots[i]], 0)
@@ -94,7 +96,7 @@ def voxel_member(query_keys, new_keys, tables):
     True when either table's slot for the voxel holds a cell of that same voxel (never a false positive; a
     voxel whose two slots both hold other voxels of this write is missed).
     """
-    slots = voxel_slots(query_keys, tables.shape[1])
+    slots = voxel_slots(query_keys, tables[0].shape[0] - 1)
     found = jnp.zeros(query_keys.shape[0], bool)
     for i in range(2):
         held = tables[i][slots[i]]

@@ -14,8 +14,20 @@ import numpy as np
 
 from mirage_jax import geometry
 
-# one fused pass on the device (a host copy + numpy pass of 8 latent frames costs more than the write's lift)
-_all_finite = jax.jit(lambda x: jnp.isfinite(x).all())
+
+def all_finite(x):
+    """Whether every value of ``x`` is finite, as a device scalar (one pass, no host copy).
+
+    ``x·0`` is 0 for finite x and NaN for ±inf/NaN, so the sum is finite exactly when every value is; a float
+    sum vectorises on CPU where a boolean all-reduction does not (measured 2x faster).
+    """
+    return jnp.isfinite(jnp.sum(x * 0))
+
+
+_all_finite = jax.jit(all_finite)
+
+
+NON_FINITE_LATENTS = "latents: contains non-finite values"
 
 
 def is_concrete(*arrays) -> bool:
@@ -35,6 +47,11 @@ def check_hw(hw) -> tuple[int, int]:
     return h, w
 
 
+def _as_array(x):
+    """``x`` itself if it is already an array (JAX, numpy or tracer), else a numpy array of it."""
+    return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+
+
 def _shape(x, name: str) -> tuple[int, ...]:
     if not hasattr(x, "shape"):
         x = np.asarray(x)
@@ -49,14 +66,17 @@ def check_cameras(intrinsics, cam2world, prefix: str = ""):
         raise ValueError(f"{k_name}: expected shape [T, 3, 3] with T >= 1, got {list(ks)}")
     if len(ps) != 3 or ps[1:] != (4, 4) or ps[0] != ks[0]:
         raise ValueError(f"{p_name}: expected shape [{ks[0]}, 4, 4] (one pose per intrinsics), got {list(ps)}")
-    if is_concrete(intrinsics, cam2world):
-        intrinsics = geometry.validate_intrinsics(intrinsics, k_name)
-        cam2world = geometry.validate_poses(cam2world, p_name)
+    if is_concrete(intrinsics, cam2world):  # checked on the host; handed to jit as float32 numpy arrays
+        return geometry.validate_intrinsics(intrinsics, k_name), geometry.validate_poses(cam2world, p_name)
     return jnp.asarray(intrinsics, jnp.float32), jnp.asarray(cam2world, jnp.float32)
 
 
-def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, keep, mode: str, modes: Sequence[str]):
-    """Checks ``write``'s arguments; returns ``(latents, depths, intrinsics, cam2world, keep)`` as arrays."""
+def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, keep, mode: str, modes: Sequence[str],
+                       *, check_finite: bool = True):
+    """Checks ``write``'s arguments; returns ``(latents, depths, intrinsics, cam2world, keep)`` as arrays.
+
+    ``check_finite=False`` leaves the latents' values to the caller (``write`` checks them inside its lift).
+    """
     if mode not in modes:
         raise ValueError(f"depth_downsample: expected one of {tuple(modes)}, got {mode!r}")
     ls, ds = _shape(latents, "latents"), _shape(depths, "depths")
@@ -75,13 +95,15 @@ def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, ke
         kshape = _shape(keep, "keep")
         if kshape != ds:
             raise ValueError(f"keep: expected shape {list(ds)} (like depths), got {list(kshape)}")
-        if jnp.asarray(keep).dtype != jnp.bool_:
-            dtype = jnp.asarray(keep).dtype
+        dtype = keep.dtype if hasattr(keep, "dtype") else np.asarray(keep).dtype
+        if dtype != np.bool_:
             raise ValueError(f"keep: expected a bool mask (True = static, may be stored), got dtype {dtype}")
     intrinsics, cam2world = check_cameras(intrinsics, cam2world)
     if intrinsics.shape[0] != t:
         raise ValueError(f"intrinsics: expected shape [{t}, 3, 3] (one per latent frame), got {list(intrinsics.shape)}")
-    if is_concrete(latents) and not bool(_all_finite(jnp.asarray(latents))):
-        raise ValueError("latents: contains non-finite values")
-    keep = None if keep is None else jnp.asarray(keep)
-    return jnp.asarray(latents), jnp.asarray(depths, jnp.float32), intrinsics, cam2world, keep
+    if check_finite and is_concrete(latents) and not bool(_all_finite(_as_array(latents))):
+        raise ValueError(NON_FINITE_LATENTS)
+    # arrays are passed on as given (jit converts them once, at the call): an eager conversion here costs
+    # more than the write of a small memory
+    keep = None if keep is None else _as_array(keep)
+    return _as_array(latents), _as_array(depths), intrinsics, cam2world, keep

@@ -8,7 +8,7 @@ Capacity policy (bounded, deterministic):
    voxel that this write touches is replaced. A frame's own cells are never merged, so a view keeps its
    full resolution, and a revisit refreshes a surface instead of duplicating it. Voxels are matched through
    two hash tables with exact verification (``capacity.voxel_tables``): never a wrong match; a rare miss
-   (both slots of a voxel taken by other voxels of the write; 16 slots per cell) only leaves an extra point.
+   (both slots of a voxel taken by other voxels of the write; 8 slots per cell) only leaves an extra point.
 2. When the new points do not fit, the oldest points (lowest ``write_id``) are evicted first; if one write
    alone has more such cells than the capacity, only its newest ``capacity`` cells are kept (frame order,
    then row-major cell order).
@@ -28,7 +28,7 @@ from mirage_jax import geometry
 from mirage_jax.memory import capacity
 from mirage_jax.memory.downsample import MODES, downsample_depth
 from mirage_jax.memory.state import LatentMemory
-from mirage_jax.memory.validate import check_write_inputs, is_concrete
+from mirage_jax.memory.validate import NON_FINITE_LATENTS, all_finite, check_write_inputs, is_concrete
 
 _MAX_WRITE_ID = 2**31 - 1
 
@@ -92,26 +92,37 @@ def _apply(mem: LatentMemory, alive, slot, points, features, write_id, frame, n_
     )
 
 
-def _insert(mem: LatentMemory, points, features, ok, frame, n_frames: int) -> LatentMemory:
+def _insert(mem: LatentMemory, points, latents, ok, frame) -> LatentMemory:
+    """Inserts the lifted cells ``points [M, 3]``, ``ok [M]``, ``frame [M]`` with features ``latents [T,h,w,C]``."""
     alive, take, take_rank, write_id, n_new = plan_insert(mem, points, ok, frame)
     table = capacity.free_slot_table(~alive, points.shape[0])
     slot = jnp.where(take, table[jnp.clip(take_rank, 0, points.shape[0] - 1)], mem.capacity)
-    return _apply(mem, alive, slot, points, features, write_id, frame, n_new, n_frames)
+    features = latents.reshape(points.shape[0], latents.shape[-1])
+    return _apply(mem, alive, slot, points, features, write_id, frame, n_new, latents.shape[0])
+
+
+def _lift_checked(latents, depths, intrinsics, cam2world, keep, mode: str):
+    """``lift`` without the features (the insert reads the latents directly: returning them would copy them)
+    and whether every latent value is finite (one fused pass instead of a separate check)."""
+    points, _, ok, frame = lift(latents, depths, intrinsics, cam2world, keep, mode)
+    return (points, ok, frame), all_finite(latents)
 
 
 # Two compiled stages (lift, insert): compiled as one, XLA:CPU fuses the lifting into the insert's scatters
 # and recomputes it there (measured ~3x slower); inside a caller's jit they are inlined. The in-place insert
 # reuses the donated state's buffers: the scatters then touch only the M new slots instead of copying all N
 # (measured 3x faster at N = 1e6).
-_lift = jax.jit(lift, static_argnames=("mode",))
-_insert_copy = jax.jit(_insert, static_argnames=("n_frames",))
-_insert_in_place = jax.jit(_insert, static_argnames=("n_frames",), donate_argnums=0)
+_lift = jax.jit(_lift_checked, static_argnames=("mode",))
+_insert_copy = jax.jit(_insert)
+_insert_in_place = jax.jit(_insert, donate_argnums=0)
 
 
 def _write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep, mode: str, donate: bool) -> LatentMemory:
-    points, features, ok, frame = _lift(latents, depths, intrinsics, cam2world, keep, mode=mode)
+    (points, ok, frame), finite = _lift(latents, depths, intrinsics, cam2world, keep, mode=mode)
+    if is_concrete(latents) and not bool(finite):  # checked before the insert: nothing is stored
+        raise ValueError(NON_FINITE_LATENTS)
     insert = _insert_in_place if donate else _insert_copy
-    return insert(mem, points, features, ok, frame, latents.shape[0])
+    return insert(mem, points, latents, ok, frame)
 
 
 def check_write_id_room(mem: LatentMemory, num_cells: int) -> None:
@@ -137,7 +148,7 @@ def write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep=None, 
         be used afterwards. Inputs are checked first, so a refused write leaves ``mem`` intact.
     """
     latents, depths, intrinsics, cam2world, keep = check_write_inputs(
-        mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES
+        mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES, check_finite=False
     )
     check_write_id_room(mem, latents.shape[0] * latents.shape[1] * latents.shape[2])
     return _write(mem, latents, depths, intrinsics, cam2world, keep, depth_downsample, donate)
