@@ -216,10 +216,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Loads ``get_config()`` from a config file (``configs/tiny.py``, or a bare name like ``tiny``)."""
+    """Loads ``get_config()`` from a config file (``configs/tiny.py``, or a bare name like ``tiny``).
+
+    A relative path that does not exist from the working directory is looked up from the project root, so
+    the default ``configs/tiny.py`` works wherever the command is run.
+    """
     path = Path(path)
+    root = Path(__file__).resolve().parent.parent
     if not path.suffix:
-        path = Path(__file__).resolve().parent.parent / "configs" / f"{path}.py"
+        path = root / "configs" / f"{path}.py"
+    if not path.is_file() and not path.is_absolute() and (root / path).is_file():
+        path = root / path
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"mirage_config_{path.stem}", path)

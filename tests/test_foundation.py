@@ -19,6 +19,18 @@ def test_configs_load(name):
     assert c.model.dim % c.model.num_heads == 0
 
 
+def test_default_config_path_works_outside_the_repo(tmp_path, monkeypatch):
+    """``configs/tiny.py`` (the commands' default) resolves from the project root in any working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert config.load_config("configs/tiny.py").name == "tiny"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.py").write_text(
+        "from mirage_jax.config import base_config\n\n\ndef get_config():\n    c = base_config()\n"
+        "    c.name = 'local'\n    return c\n"
+    )
+    assert config.load_config("configs/tiny.py").name == "local"  # a file in the working directory wins
+
+
 def test_overrides_are_typed_and_checked():
     c = config.load_config("tiny", ["--config.train.num_steps=7", "config.train.lr=3e-4", "model.vace_layers=(0,)"])
     assert c.train.num_steps == 7 and c.train.lr == pytest.approx(3e-4) and c.model.vace_layers == (0,)
