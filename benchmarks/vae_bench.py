@@ -116,7 +116,10 @@ def side_diffusers(base: int, dec: int, frames: int, height: int, width: int, re
         z = model.encode(video).latent_dist.mode()
         enc_s, enc_mib = _timed(lambda: model.encode(video).latent_dist.mode(), reps)
         dec_s, dec_mib = _timed(lambda: model.decode(z).sample, reps)
-    return {"encode_s": enc_s, "decode_s": dec_s, "encode_peak_mib": enc_mib, "decode_peak_mib": dec_mib}
+    return {
+        "encode_s": enc_s, "decode_s": dec_s, "encode_peak_mib": enc_mib, "decode_peak_mib": dec_mib,
+        "torch_threads": torch.get_num_threads(),
+    }  # fmt: skip
 
 
 def _scene(frames: int, height: int, width: int, channels: int, seed: int = 0):
@@ -195,7 +198,8 @@ def main(argv=None) -> int:
 
     names = ["tiny"] if args.quick else ["tiny", "small"]
     reps = 1 if args.quick else 3
-    results = {"vae": {}, "memory_read": {}}
+    results = {"vae": {}, "memory_read": {}, "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count()}
+    print(f"load average (1 min) {results['load_average_1min']:.2f} on {results['cpus']} CPUs")
     print(f"{'config':<8}{'side':<11}{'enc fr/s':>10}{'dec fr/s':>10}{'enc MiB':>9}{'dec MiB':>9}")
     for name in names:
         base, dec, frames, height, width = CONFIGS[name]
@@ -214,7 +218,8 @@ def main(argv=None) -> int:
         print(f"{name:<8}{'ratio':<11}{row['encode_speedup']:>9.2f}x{row['decode_speedup']:>9.2f}x")
         ours = row["ours"]
         print(f"{'':<8}ours: XLA working set enc {ours['xla_encode_mib']:.0f} MiB / "
-              f"dec {ours['xla_decode_mib']:.0f} MiB, compile {ours['compile_s']:.1f} s")  # fmt: skip
+              f"dec {ours['xla_decode_mib']:.0f} MiB, compile {ours['compile_s']:.1f} s; "
+              f"diffusers: {row['diffusers']['torch_threads']} torch threads")  # fmt: skip
         results["vae"][name] = row
 
     base, dec, _, height, width = CONFIGS[names[-1]]
