@@ -72,39 +72,37 @@ class CausalConv3d(nnx.Module):
         self.kernel = init.kernel((*self.kernel_size, in_dim, out_dim))
         self.bias = init.zeros((out_dim,))
 
-    def extend(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
-        """``x [B, T, ...]`` with the previous chunk's ``kt-1`` frames (zeros on the first chunk) in front."""
-        pad_t = self.kernel_size[0] - 1
+    def taps(self, x: jax.Array, cache: ChunkCache) -> list[jax.Array]:
+        """The ``kt`` time-shifted inputs ``[B, T, ...]`` of ``x [B, T, ...]``: tap ``k`` holds frames
+        ``k-kt+1 .. T-kt+k`` of the previous chunk's ``kt-1`` frames (zeros on the first chunk) followed by ``x``;
+        the last tap is ``x`` itself (no copy of the whole cache-extended input). Caches the last ``kt-1`` frames."""
+        pad_t, t = self.kernel_size[0] - 1, x.shape[1]
         prev = cache.take()
         if prev is None:
             prev = jnp.zeros((x.shape[0], pad_t, *x.shape[2:]), x.dtype)
-        x = jnp.concatenate([prev, x], axis=1)
-        cache.put(x[:, -pad_t:])
-        return x
+        cache.put(jnp.concatenate([prev, x[:, -pad_t:]], axis=1)[:, -pad_t:])
+        return [jnp.concatenate([prev[:, k : k + t], x[:, : max(k + t - pad_t, 0)]], axis=1) for k in range(pad_t + 1)]
 
-    def conv(self, x: jax.Array, stride_t: int = 1, taps: int | None = None) -> jax.Array:
-        """The convolution on already time-padded ``x``: valid in time, 'same' in space.
-
-        ``taps``: use only the last ``taps`` time taps, on ``x`` without the frames the others would read.
-        """
+    def conv_taps(self, taps: list[jax.Array]) -> jax.Array:
+        """``Σ_k`` per-frame 2-D conv of ``taps[k]`` with the kernel's last ``len(taps)`` time taps, plus bias."""
         kernel = self.kernel[...]
-        kt = self.kernel_size[0] if taps is None else taps
+        offset = self.kernel_size[0] - len(taps)
+        pad = ((self.kernel_size[1] // 2,) * 2, (self.kernel_size[2] // 2,) * 2)
+        y = sum(conv_frames(tap, kernel[offset + k], 1, pad) for k, tap in enumerate(taps))
+        return y + self.bias[...].astype(taps[0].dtype)
+
+    def conv(self, x: jax.Array, stride_t: int = 1) -> jax.Array:
+        """The convolution on already time-padded ``x``: valid in time, 'same' in space."""
+        kt = self.kernel_size[0]
         t = (x.shape[1] - kt) // stride_t + 1
-        ph, pw = self.kernel_size[1] // 2, self.kernel_size[2] // 2
-        offset = self.kernel_size[0] - kt
-        y = sum(
-            conv_frames(x[:, k : k + stride_t * (t - 1) + 1 : stride_t], kernel[offset + k], 1, ((ph, ph), (pw, pw)))
-            for k in range(kt)
-        )
-        return y + self.bias[...].astype(x.dtype)
+        return self.conv_taps([x[:, k : k + stride_t * (t - 1) + 1 : stride_t] for k in range(kt)])
 
     def __call__(self, x: jax.Array, cache: ChunkCache | None = None) -> jax.Array:
         if self.kernel_size[0] == 1:
-            return self.conv(x)
-        if cache.first and x.shape[1] == 1:
-            self.extend(x, cache)
-            return self.conv(x, taps=1)
-        return self.conv(self.extend(x, cache))
+            return self.conv_taps([x])
+        first = cache.first
+        taps = self.taps(x, cache)
+        return self.conv_taps(taps[-1:] if first and x.shape[1] == 1 else taps)
 
 
 class PointwiseConv(nnx.Module):
