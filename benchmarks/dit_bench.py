@@ -1,8 +1,11 @@
 """DiT throughput: our WanDiT (JAX, jit) vs diffusers' WanTransformer3DModel (PyTorch eager) on this CPU.
 
 Same config, same weights (the diffusers model is converted with ``mirage_jax.convert.dit``), same inputs
-(per-frame timesteps with frame 0 clean), fp32, measured interleaved in one run. Reports forward and
-forward+backward (gradients w.r.t. all parameters) tokens/s and the ratio ours/theirs.
+(per-frame timesteps with frame 0 clean), fp32, measured interleaved in one run. Like diffusers (no gradient
+checkpointing by default), ours runs without rematerialisation (``model.remat_policy="none"``; the config
+default recomputes each layer in the backward to save memory at scale); ``--remat`` measures another policy.
+Reports forward and forward+backward (gradients w.r.t. all parameters) tokens/s, the ratio ours/theirs and
+the load average (timings on a busy machine are not comparable).
 
     python benchmarks/dit_bench.py [--quick]
 """
@@ -11,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from mirage_jax.models.block import REMAT_POLICIES
 
 
 def _sizes(quick: bool) -> dict:
@@ -26,6 +32,8 @@ def _sizes(quick: bool) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few iterations (< 1 min)")
+    parser.add_argument("--remat", default="none", choices=REMAT_POLICIES,
+                        help="config.model.remat_policy of our model (default: none, as diffusers)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dit.json"))
     args = parser.parse_args()
 
@@ -36,7 +44,7 @@ def main() -> int:
     import torch
     from flax import nnx
 
-    from mirage_jax.convert import from_diffusers
+    from mirage_jax.convert.dit import config_from_diffusers, load_model
 
     torch.set_num_threads(2)
     z = _sizes(args.quick)
@@ -47,7 +55,9 @@ def main() -> int:
         out_channels=48, text_dim=dim, freq_dim=256, ffn_dim=z["ffn"], num_layers=z["layers"])
     with tempfile.TemporaryDirectory() as tmp:
         ref.save_pretrained(tmp)
-        model, _ = from_diffusers(tmp)
+        config = config_from_diffusers(json.loads((Path(tmp) / "config.json").read_text()))
+        config.model.remat_policy = args.remat
+        model, _ = load_model(config, [tmp])
 
     rng = np.random.default_rng(0)
     b, f, hw = 1, z["frames"], z["hw"]
@@ -93,15 +103,18 @@ def main() -> int:
                          "ours_ms": 1e3 * med["ours"], "diffusers_ms": 1e3 * med["diffusers"],
                          "ratio": med["diffusers"] / med["ours"]}
 
+    load = os.getloadavg()[0]
     print(f"WanDiT {z['layers']} layers, dim {dim} ({z['heads']}x{z['head_dim']}), ffn {z['ffn']}, "
-          f"{tokens} tokens, text {z['text']}, fp32, CPU ({jax.device_count()} JAX devices visible, torch 2 threads)")
+          f"{tokens} tokens, text {z['text']}, fp32, remat {args.remat}, CPU ({jax.device_count()} JAX devices "
+          f"visible, torch 2 threads), load average (1 min) {load:.2f} on {os.cpu_count()} CPUs")
     print(f"{'mode':<18}{'ours tok/s':>12}{'diffusers tok/s':>17}{'ours ms':>10}{'diff. ms':>10}{'ratio':>8}")
     for mode, r in results.items():
         print(f"{mode:<18}{r['ours_tokens_per_s']:>12.0f}{r['diffusers_tokens_per_s']:>17.0f}"
               f"{r['ours_ms']:>10.1f}{r['diffusers_ms']:>10.1f}{r['ratio']:>7.2f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"sizes": z, "tokens": tokens, "results": results}, indent=1))
+    out.write_text(json.dumps({"sizes": z, "tokens": tokens, "remat_policy": args.remat, "load_average_1min": load,
+                               "results": results}, indent=1))
     return 0
 
 
