@@ -19,7 +19,9 @@ import numpy as np
 # camera's y and z axes, giving the OpenCV pose of the same camera.
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0]).astype(np.float32)
 
-_RIGID_ATOL = 1e-3
+# Tolerances of the validators: rotation orthonormality / det / pose last row, and the intrinsics' last row.
+RIGID_ATOL = 1e-3
+INTRINSICS_ROW_ATOL = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -27,7 +29,7 @@ _RIGID_ATOL = 1e-3
 # ----------------------------------------------------------------------------------------------------------
 
 
-def validate_poses(poses, name: str = "cam2world", atol: float = _RIGID_ATOL) -> np.ndarray:
+def validate_poses(poses, name: str = "cam2world", atol: float = RIGID_ATOL) -> np.ndarray:
     """Checks ``poses [..., 4, 4]`` are finite rigid transforms; returns them as a float32 numpy array.
 
     Rigid means: rotation block orthonormal with determinant +1 (within ``atol``) and last row
@@ -67,7 +69,7 @@ def validate_intrinsics(intrinsics, name: str = "intrinsics") -> np.ndarray:
     bad = (flat[:, 0, 0] <= 0) | (flat[:, 1, 1] <= 0)
     if bad.any():
         raise ValueError(f"{name}: matrix {int(np.argmax(bad))} has a non-positive focal length")
-    bad = np.abs(flat[:, 2] - np.array([0.0, 0.0, 1.0])).max(axis=1) > 1e-6
+    bad = np.abs(flat[:, 2] - np.array([0.0, 0.0, 1.0])).max(axis=1) > INTRINSICS_ROW_ATOL
     if bad.any():
         raise ValueError(f"{name}: matrix {int(np.argmax(bad))} has last row != [0, 0, 1]")
     return arr.astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -100,3 +101,30 @@ def test_voxel_hash_tables_agree_with_exact_sets():
     found = np.asarray(jax.jit(capacity.voxel_member)(queries, keys, tables))
     truth = np.array([tuple(q) in newest for q in queries])
     assert not (found & ~truth).any() and (truth & ~found).sum() <= 0.01 * truth.sum() and truth.sum() > 1000
+
+
+@pytest.mark.parametrize("spread", ["uniform", "clustered", "old_sparse"])
+def test_oldest_threshold_matches_a_sort(spread):
+    """The interpolation search finds the exact eviction threshold (the count-th oldest alive id + 1) on even,
+    clustered and skewed id spreads."""
+    from mirage_jax.memory import capacity
+
+    rng = np.random.default_rng({"uniform": 1, "clustered": 2, "old_sparse": 3}[spread])
+    n, limit = 20000, 2_000_000
+    if spread == "uniform":
+        ids = rng.choice(limit, n, replace=False)
+    elif spread == "clustered":  # a few dense runs far apart
+        ids = np.concatenate([rng.choice(8000, 5000, replace=False) + start for start in (0, 10**5, 10**6, 1_990_000)])
+    else:  # old ids thinned out by revisits: density grows with the id
+        ids = np.unique((limit * rng.random(4 * n) ** 0.2).astype(np.int64))[:n]
+    ids = rng.permutation(ids).astype(np.int32)
+    alive = rng.random(ids.shape[0]) > 0.3
+    def search(alive, ids, count):
+        span = capacity.alive_id_span(alive, ids)
+        return capacity.oldest_threshold(alive, ids, count, *span, jnp.sum(alive, dtype=jnp.int32))
+
+    search = jax.jit(search)
+    alive_ids = np.sort(ids[alive])
+    for count in (1, 7, alive_ids.size // 2, alive_ids.size - 1, alive_ids.size):
+        t = int(search(alive, ids, count))
+        assert t == alive_ids[count - 1] + 1, (spread, count)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -74,6 +75,12 @@ def _bad(case):
     elif case == "pose_nan":
         poses = poses.copy()
         poses[1, 1, 3] = np.nan
+    elif case == "intrinsics_row":
+        k = k.copy()
+        k[1, 2, 0] = 1e-5
+    elif case == "pose_row":
+        poses = poses.copy()
+        poses[0, 3, 2] = 0.01
     return latents, depths, k, poses, keep
 
 
@@ -93,15 +100,46 @@ def _bad(case):
         ("pose_shape", "cam2world"),
         ("pose_rigid", "cam2world"),
         ("pose_nan", "cam2world"),
+        ("intrinsics_row", "intrinsics"),
+        ("pose_row", "cam2world"),
     ],
 )
 @pytest.mark.parametrize("donate", [False, True])
-def test_write_rejects(mem, case, name, donate):
-    """Refused before any compute: nothing stored, and an in-place write leaves ``mem`` usable."""
+@pytest.mark.parametrize("on_device", [False, True])
+def test_write_rejects(mem, case, name, donate, on_device):
+    """Refused before anything is stored, from host or device arrays (whose values are checked on the device);
+    an in-place write leaves ``mem`` usable."""
+    args = _bad(case)
+    if on_device:
+        args = [None if a is None else jnp.asarray(a) for a in args]
     before = memory.num_points(mem)
     with pytest.raises(ValueError, match=name):
-        memory.write(mem, *_bad(case), donate=donate)
+        memory.write(mem, *args, donate=donate)
     assert memory.num_points(mem) == before == 0
+
+
+def test_write_accepts_cameras_within_tolerance(mem):
+    """Poses and intrinsics off by less than the host checks' tolerances, but past the device screen's halved
+    ones, are stored: the host checks decide."""
+    latents, depths, k, poses = _frames()
+    poses = poses.copy()
+    poses[0, 0, 0] = 1.0004  # |R R^T - I| = 8e-4: past the screen (5e-4), within the host tolerance (1e-3)
+    k = k.copy()
+    k[1, 2, 1] = 7e-7  # last row: past the screen (5e-7), within the host tolerance (1e-6)
+    out = memory.write(mem, jnp.asarray(latents), jnp.asarray(depths), jnp.asarray(k), jnp.asarray(poses))
+    host = memory.write(mem, latents, depths, k, poses)  # the same write from host arrays
+    assert memory.num_points(out) == memory.num_points(host) > 0
+    np.testing.assert_array_equal(np.asarray(out.points), np.asarray(host.points))
+
+
+def test_write_refuses_exhausted_write_ids(mem):
+    """Write ids are int32: a write that would overflow them is refused, naming ``mem``."""
+    import dataclasses
+
+    late = dataclasses.replace(mem, next_write_id=jnp.asarray(2**31 - 10, jnp.int32))
+    with pytest.raises(ValueError, match="mem: write ids exhausted"):
+        memory.write(late, *_frames(), donate=True)
+    assert memory.num_points(late) == 0
 
 
 def test_write_rejects_unknown_mode(mem):

@@ -106,8 +106,12 @@ def _write_local(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep
     def count(alive, write_id, threshold):
         return jax.lax.psum(capacity.count_below(alive, write_id, threshold), axis)
 
+    def id_span(alive, write_id):
+        first, last = capacity.alive_id_span(alive, write_id)
+        return jax.lax.pmin(first, axis), jax.lax.pmax(last, axis)
+
     n_shards = jax.lax.psum(1, axis)
-    alive, take, take_rank, write_id, n_new = plan_insert(mem, points, ok, frame, total, count,
+    alive, take, take_rank, write_id, n_new = plan_insert(mem, points, ok, frame, total, count, id_span,
                                                           mem.capacity * n_shards)
     free = ~alive
     counts = jax.lax.all_gather(jnp.sum(free, dtype=jnp.int32), axis)

@@ -58,24 +58,58 @@ def _shape(x, name: str) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
-def check_cameras(intrinsics, cam2world, prefix: str = ""):
-    """``intrinsics [T, 3, 3]`` finite with positive focals, ``cam2world [T, 4, 4]`` rigid; returns float32 arrays."""
+def check_cameras(intrinsics, cam2world, prefix: str = "", *, check_values: bool = True):
+    """``intrinsics [T, 3, 3]`` finite with positive focals, ``cam2world [T, 4, 4]`` rigid; returns float32 arrays.
+
+    ``check_values=False`` checks the shapes only and leaves the values to the caller (``camera_faults`` on
+    the device, then this check where it flags something); the arrays stay where they are (no host copy).
+    """
     k_name, p_name = f"{prefix}intrinsics", f"{prefix}cam2world"
     ks, ps = _shape(intrinsics, k_name), _shape(cam2world, p_name)
     if len(ks) != 3 or ks[1:] != (3, 3) or ks[0] < 1:
         raise ValueError(f"{k_name}: expected shape [T, 3, 3] with T >= 1, got {list(ks)}")
     if len(ps) != 3 or ps[1:] != (4, 4) or ps[0] != ks[0]:
         raise ValueError(f"{p_name}: expected shape [{ks[0]}, 4, 4] (one pose per intrinsics), got {list(ps)}")
+    if not check_values:
+        return _as_float32(intrinsics), _as_float32(cam2world)
     if is_concrete(intrinsics, cam2world):  # checked on the host; handed to jit as float32 numpy arrays
         return geometry.validate_intrinsics(intrinsics, k_name), geometry.validate_poses(cam2world, p_name)
     return jnp.asarray(intrinsics, jnp.float32), jnp.asarray(cam2world, jnp.float32)
 
 
+def _as_float32(x):
+    """``x`` as float32, on the device if it is a device array (no host round trip)."""
+    if getattr(x, "dtype", None) == np.float32:
+        return x
+    return jnp.asarray(x, jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float32)
+
+
+def camera_faults(intrinsics, cam2world):
+    """Device screen of cameras: ``[2]`` bool, whether some intrinsics / some pose may be invalid.
+
+    The tests of ``geometry.validate_intrinsics`` / ``validate_poses`` in float32 with every tolerance halved
+    (float32 rounding is ~1e-6 of them), so each camera those host checks reject is flagged; where a flag is
+    raised the caller runs them, and they decide and name the fault. Lets ``write`` check its cameras in the
+    same compiled pass and host transfer as its latents instead of copying the cameras to the host.
+    """
+    k, pose = intrinsics, cam2world
+    k_bad = ~jnp.isfinite(k).all(axis=(1, 2)) | (k[:, 0, 0] <= 0) | (k[:, 1, 1] <= 0)
+    k_bad |= jnp.abs(k[:, 2] - jnp.asarray([0.0, 0.0, 1.0])).max(axis=1) > geometry.INTRINSICS_ROW_ATOL / 2
+    rot = pose[:, :3, :3]
+    ortho = jnp.abs(jnp.einsum("tij,tkj->tik", rot, rot) - jnp.eye(3)).max(axis=(1, 2))
+    det = jnp.einsum("ti,ti->t", rot[:, 0], jnp.cross(rot[:, 1], rot[:, 2]))
+    last = jnp.abs(pose[:, 3] - jnp.asarray([0.0, 0.0, 0.0, 1.0])).max(axis=1)
+    tol = geometry.RIGID_ATOL / 2
+    p_bad = ~jnp.isfinite(pose).all(axis=(1, 2)) | ~((ortho <= tol) & (jnp.abs(det - 1) <= tol) & (last <= tol))
+    return jnp.stack([k_bad.any(), p_bad.any()])
+
+
 def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, keep, mode: str, modes: Sequence[str],
-                       *, check_finite: bool = True):
+                       *, check_values: bool = True):
     """Checks ``write``'s arguments; returns ``(latents, depths, intrinsics, cam2world, keep)`` as arrays.
 
-    ``check_finite=False`` leaves the latents' values to the caller (``write`` checks them inside its lift).
+    ``check_values=False`` checks shapes and dtypes only and leaves the values of the latents and cameras to
+    the caller (``write`` checks them on the device, inside its lift, with ``camera_faults``).
     """
     if mode not in modes:
         raise ValueError(f"depth_downsample: expected one of {tuple(modes)}, got {mode!r}")
@@ -98,10 +132,10 @@ def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, ke
         dtype = keep.dtype if hasattr(keep, "dtype") else np.asarray(keep).dtype
         if dtype != np.bool_:
             raise ValueError(f"keep: expected a bool mask (True = static, may be stored), got dtype {dtype}")
-    intrinsics, cam2world = check_cameras(intrinsics, cam2world)
+    intrinsics, cam2world = check_cameras(intrinsics, cam2world, check_values=check_values)
     if intrinsics.shape[0] != t:
         raise ValueError(f"intrinsics: expected shape [{t}, 3, 3] (one per latent frame), got {list(intrinsics.shape)}")
-    if check_finite and is_concrete(latents) and not bool(_all_finite(_as_array(latents))):
+    if check_values and is_concrete(latents) and not bool(_all_finite(_as_array(latents))):
         raise ValueError(NON_FINITE_LATENTS)
     # arrays are passed on as given (jit converts them once, at the call): an eager conversion here costs
     # more than the write of a small memory

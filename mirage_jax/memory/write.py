@@ -23,12 +23,20 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mirage_jax import geometry
 from mirage_jax.memory import capacity
 from mirage_jax.memory.downsample import MODES, downsample_depth
 from mirage_jax.memory.state import LatentMemory
-from mirage_jax.memory.validate import NON_FINITE_LATENTS, all_finite, check_write_inputs, is_concrete
+from mirage_jax.memory.validate import (
+    NON_FINITE_LATENTS,
+    all_finite,
+    camera_faults,
+    check_cameras,
+    check_write_inputs,
+    is_concrete,
+)
 
 _MAX_WRITE_ID = 2**31 - 1
 
@@ -50,14 +58,14 @@ def lift(latents, depths, intrinsics, cam2world, keep, mode: str):
 
 
 def plan_insert(mem: LatentMemory, new_points, ok, frame, total_alive=jnp.sum, count=capacity.count_below,
-                total_capacity: int | None = None):
+                id_span=capacity.alive_id_span, total_capacity: int | None = None):
     """Decides which old points survive and which new cells are taken.
 
     Returns ``(alive [N], take [M], take_rank [M] (rank among taken cells), write_id [M], n_new [])``.
 
-    ``alive`` marks the old points that survive de-duplication and eviction. ``total_alive`` and ``count``
-    reduce over the point axis; a sharded caller passes versions that also sum over shards, and the
-    ``total_capacity`` of all shards.
+    ``alive`` marks the old points that survive de-duplication and eviction. ``total_alive``, ``count`` and
+    ``id_span`` reduce over the point axis; a sharded caller passes versions that also reduce over shards,
+    and the ``total_capacity`` of all shards.
     """
     n = mem.capacity if total_capacity is None else total_capacity
     new_keys = capacity.voxel_keys(new_points, mem.voxel_size)
@@ -67,10 +75,12 @@ def plan_insert(mem: LatentMemory, new_points, ok, frame, total_alive=jnp.sum, c
     alive = mem.valid & ~capacity.voxel_member(capacity.voxel_keys(mem.points, mem.voxel_size), new_keys, tables)
     n_take = jnp.minimum(n_new, n)
     take = ok & (rank >= n_new - n_take)
-    excess = total_alive(alive.astype(jnp.int32)) + n_take - n
+    alive_total = total_alive(alive.astype(jnp.int32))
+    excess = alive_total + n_take - n
     threshold = jax.lax.cond(
         excess > 0,
-        lambda: capacity.oldest_threshold(alive, mem.write_id, excess, mem.next_write_id, count),
+        lambda: capacity.oldest_threshold(alive, mem.write_id, excess, *id_span(alive, mem.write_id), alive_total,
+                                          count),
         lambda: jnp.zeros((), jnp.int32),
     )
     alive = alive & (mem.write_id >= threshold)
@@ -101,11 +111,15 @@ def _insert(mem: LatentMemory, points, latents, ok, frame) -> LatentMemory:
     return _apply(mem, alive, slot, points, features, write_id, frame, n_new, latents.shape[0])
 
 
-def _lift_checked(latents, depths, intrinsics, cam2world, keep, mode: str):
-    """``lift`` without the features (the insert reads the latents directly: returning them would copy them)
-    and whether every latent value is finite (one fused pass instead of a separate check)."""
+def _lift_checked(latents, depths, intrinsics, cam2world, keep, next_write_id, mode: str):
+    """``lift`` without the features (the insert reads the latents directly: returning them would copy them),
+    and the write's faults ``[4]`` bool: non-finite latents, suspect intrinsics, suspect poses
+    (``camera_faults``), write ids that would overflow. Every value check rides on the lift's compiled pass
+    and comes back in one small transfer (host checks of device arrays cost as much as a small write)."""
     points, _, ok, frame = lift(latents, depths, intrinsics, cam2world, keep, mode)
-    return (points, ok, frame), all_finite(latents)
+    ids_exhausted = next_write_id > _MAX_WRITE_ID - ok.shape[0]
+    faults = jnp.concatenate([(~all_finite(latents))[None], camera_faults(intrinsics, cam2world), ids_exhausted[None]])
+    return (points, ok, frame), faults
 
 
 # Two compiled stages (lift, insert): compiled as one, XLA:CPU fuses the lifting into the insert's scatters
@@ -118,9 +132,15 @@ _insert_in_place = jax.jit(_insert, donate_argnums=0)
 
 
 def _write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep, mode: str, donate: bool) -> LatentMemory:
-    (points, ok, frame), finite = _lift(latents, depths, intrinsics, cam2world, keep, mode=mode)
-    if is_concrete(latents) and not bool(finite):  # checked before the insert: nothing is stored
-        raise ValueError(NON_FINITE_LATENTS)
+    (points, ok, frame), faults = _lift(latents, depths, intrinsics, cam2world, keep, mem.next_write_id, mode=mode)
+    if is_concrete(faults):  # checked before the insert: a refused write stores nothing
+        faults = np.asarray(faults)
+        if faults[1:3].any():  # the host checks decide (they may accept a borderline camera) and name the fault
+            check_cameras(intrinsics, cam2world)
+        if faults[0]:
+            raise ValueError(NON_FINITE_LATENTS)
+        if faults[3]:
+            check_write_id_room(mem, ok.shape[0])
     insert = _insert_in_place if donate else _insert_copy
     return insert(mem, points, latents, ok, frame)
 
@@ -148,7 +168,6 @@ def write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep=None, 
         be used afterwards. Inputs are checked first, so a refused write leaves ``mem`` intact.
     """
     latents, depths, intrinsics, cam2world, keep = check_write_inputs(
-        mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES, check_finite=False
+        mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES, check_values=False
     )
-    check_write_id_room(mem, latents.shape[0] * latents.shape[1] * latents.shape[2])
     return _write(mem, latents, depths, intrinsics, cam2world, keep, depth_downsample, donate)
