@@ -111,7 +111,8 @@ def _write_local(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep
         return jax.lax.pmin(first, axis), jax.lax.pmax(last, axis)
 
     n_shards = jax.lax.psum(1, axis)
-    alive, take, take_rank, write_id, n_new = plan_insert(mem, points, ok, frame, total, count, id_span,
+    keys = capacity.voxel_keys(points, mem.voxel_size)
+    alive, take, take_rank, write_id, n_new = plan_insert(mem, keys, ok, frame, total, count, id_span,
                                                           mem.capacity * n_shards)
     free = ~alive
     counts = jax.lax.all_gather(jnp.sum(free, dtype=jnp.int32), axis)
