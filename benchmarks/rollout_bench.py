@@ -98,7 +98,7 @@ def cache_cost(hw, factor: int, chunks: int, channels: int = 48, feature_dtype=j
     warm_new = list(plan[0].pose_indices[1:])
     warm_idx = [key_of[p] for p in warm_new]
     latent_step(latent, chunk_views(plan[0]), warm_new, warm_idx)
-    saved = rgb.state
+    saved = jax.tree_util.tree_map(jnp.copy, rgb.state)  # the cache writes in place: keep a copy to restore
     rgb_step(rgb, chunk_views(plan[0]), warm_new, warm_idx)
     rgb.state = saved
     rows = []
