@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, few iterations (< 1 min)")
     parser.add_argument("--remat", default="none", choices=REMAT_POLICIES,
                         help="config.model.remat_policy of our model (default: none, as diffusers)")
+    parser.add_argument("--unrolled", action="store_true",
+                        help="config.model.scan_layers=False: layers unrolled instead of one jax.lax.scan")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dit.json"))
     args = parser.parse_args()
 
@@ -57,6 +59,7 @@ def main() -> int:
         ref.save_pretrained(tmp)
         config = config_from_diffusers(json.loads((Path(tmp) / "config.json").read_text()))
         config.model.remat_policy = args.remat
+        config.model.scan_layers = not args.unrolled
         model, _ = load_model(config, [tmp])
 
     rng = np.random.default_rng(0)
