@@ -1,7 +1,7 @@
 """Input checks for the memory API: shapes always, values only when the arrays are concrete (not tracers).
 
-Every failure is a ``ValueError`` naming the argument and what was expected, raised before any compute, so a
-bad call never stores anything.
+Every failure is a ``ValueError`` naming the argument and what was expected, raised before anything is stored:
+shapes before any compute; ``write`` checks its values on the device in its lift, before the insert.
 """
 
 from __future__ import annotations
