@@ -75,6 +75,27 @@ def validate_intrinsics(intrinsics, name: str = "intrinsics") -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def camera_faults(intrinsics, cam2world):
+    """Device screen of ``intrinsics [T, 3, 3]`` and ``cam2world [T, 4, 4]``: ``[2]`` bool, whether some
+    intrinsics / some pose may be invalid (works under ``jit``).
+
+    The tests of :func:`validate_intrinsics` / :func:`validate_poses` in float32 with every tolerance halved
+    (float32 rounding is ~1e-6 of them), so each camera those host checks reject is flagged; where a flag is
+    raised the caller runs them, and they decide and name the fault. Lets ``memory.write`` check its cameras
+    in the same compiled pass and host transfer as its latents instead of copying the cameras to the host.
+    """
+    k, pose = intrinsics, cam2world
+    k_bad = ~jnp.isfinite(k).all(axis=(1, 2)) | (k[:, 0, 0] <= 0) | (k[:, 1, 1] <= 0)
+    k_bad |= jnp.abs(k[:, 2] - jnp.asarray([0.0, 0.0, 1.0])).max(axis=1) > INTRINSICS_ROW_ATOL / 2
+    rot = pose[:, :3, :3]
+    ortho = jnp.abs(jnp.einsum("tij,tkj->tik", rot, rot) - jnp.eye(3)).max(axis=(1, 2))
+    det = jnp.einsum("ti,ti->t", rot[:, 0], jnp.cross(rot[:, 1], rot[:, 2]))
+    last = jnp.abs(pose[:, 3] - jnp.asarray([0.0, 0.0, 0.0, 1.0])).max(axis=1)
+    tol = RIGID_ATOL / 2
+    p_bad = ~jnp.isfinite(pose).all(axis=(1, 2)) | ~((ortho <= tol) & (jnp.abs(det - 1) <= tol) & (last <= tol))
+    return jnp.stack([k_bad.any(), p_bad.any()])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Intrinsics and poses
 # ----------------------------------------------------------------------------------------------------------

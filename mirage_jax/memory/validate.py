@@ -61,7 +61,7 @@ def _shape(x, name: str) -> tuple[int, ...]:
 def check_cameras(intrinsics, cam2world, prefix: str = "", *, check_values: bool = True):
     """``intrinsics [T, 3, 3]`` finite with positive focals, ``cam2world [T, 4, 4]`` rigid; returns float32 arrays.
 
-    ``check_values=False`` checks the shapes only and leaves the values to the caller (``camera_faults`` on
+    ``check_values=False`` checks the shapes only and leaves the values to the caller (``geometry.camera_faults`` on
     the device, then this check where it flags something); the arrays stay where they are (no host copy).
     """
     k_name, p_name = f"{prefix}intrinsics", f"{prefix}cam2world"
@@ -84,32 +84,12 @@ def _as_float32(x):
     return jnp.asarray(x, jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float32)
 
 
-def camera_faults(intrinsics, cam2world):
-    """Device screen of cameras: ``[2]`` bool, whether some intrinsics / some pose may be invalid.
-
-    The tests of ``geometry.validate_intrinsics`` / ``validate_poses`` in float32 with every tolerance halved
-    (float32 rounding is ~1e-6 of them), so each camera those host checks reject is flagged; where a flag is
-    raised the caller runs them, and they decide and name the fault. Lets ``write`` check its cameras in the
-    same compiled pass and host transfer as its latents instead of copying the cameras to the host.
-    """
-    k, pose = intrinsics, cam2world
-    k_bad = ~jnp.isfinite(k).all(axis=(1, 2)) | (k[:, 0, 0] <= 0) | (k[:, 1, 1] <= 0)
-    k_bad |= jnp.abs(k[:, 2] - jnp.asarray([0.0, 0.0, 1.0])).max(axis=1) > geometry.INTRINSICS_ROW_ATOL / 2
-    rot = pose[:, :3, :3]
-    ortho = jnp.abs(jnp.einsum("tij,tkj->tik", rot, rot) - jnp.eye(3)).max(axis=(1, 2))
-    det = jnp.einsum("ti,ti->t", rot[:, 0], jnp.cross(rot[:, 1], rot[:, 2]))
-    last = jnp.abs(pose[:, 3] - jnp.asarray([0.0, 0.0, 0.0, 1.0])).max(axis=1)
-    tol = geometry.RIGID_ATOL / 2
-    p_bad = ~jnp.isfinite(pose).all(axis=(1, 2)) | ~((ortho <= tol) & (jnp.abs(det - 1) <= tol) & (last <= tol))
-    return jnp.stack([k_bad.any(), p_bad.any()])
-
-
 def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, keep, mode: str, modes: Sequence[str],
                        *, check_values: bool = True):
     """Checks ``write``'s arguments; returns ``(latents, depths, intrinsics, cam2world, keep)`` as arrays.
 
     ``check_values=False`` checks shapes and dtypes only and leaves the values of the latents and cameras to
-    the caller (``write`` checks them on the device, inside its lift, with ``camera_faults``).
+    the caller (``write`` checks them on the device, inside its lift, with ``geometry.camera_faults``).
     """
     if mode not in modes:
         raise ValueError(f"depth_downsample: expected one of {tuple(modes)}, got {mode!r}")

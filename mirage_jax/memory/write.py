@@ -32,7 +32,6 @@ from mirage_jax.memory.state import LatentMemory
 from mirage_jax.memory.validate import (
     NON_FINITE_LATENTS,
     all_finite,
-    camera_faults,
     check_cameras,
     check_write_inputs,
     is_concrete,
@@ -115,12 +114,13 @@ def _lift_checked(latents, depths, intrinsics, cam2world, keep, next_write_id, m
     """``lift`` without the features (the insert reads the latents directly: returning them would copy them)
     but with the cells' voxel keys (the insert's gathers then read them instead of recomputing them per
     gathered element: measured 1.6x faster de-duplication tables), and the write's faults ``[4]`` bool:
-    non-finite latents, suspect intrinsics, suspect poses (``camera_faults``), write ids that would overflow.
+    non-finite latents, suspect intrinsics, suspect poses (``geometry.camera_faults``), write ids that would overflow.
     Every value check rides on the lift's compiled pass and comes back in one small transfer (host checks of
     device arrays cost as much as a small write)."""
     points, _, ok, frame = lift(latents, depths, intrinsics, cam2world, keep, mode)
-    ids_exhausted = next_write_id > _MAX_WRITE_ID - ok.shape[0]
-    faults = jnp.concatenate([(~all_finite(latents))[None], camera_faults(intrinsics, cam2world), ids_exhausted[None]])
+    ids_exhausted = _write_ids_exhausted(next_write_id, ok.shape[0])
+    faults = jnp.concatenate([(~all_finite(latents))[None], geometry.camera_faults(intrinsics, cam2world),
+                              ids_exhausted[None]])
     return (points, capacity.voxel_keys(points, voxel_size), ok, frame), faults
 
 
@@ -148,9 +148,14 @@ def _write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep, mode
     return insert(mem, points, keys, latents, ok, frame)
 
 
+def _write_ids_exhausted(next_write_id, num_cells: int):
+    """Whether ``num_cells`` more cells could overflow the int32 write ids (a host int or a device scalar)."""
+    return next_write_id > _MAX_WRITE_ID - num_cells
+
+
 def check_write_id_room(mem: LatentMemory, num_cells: int) -> None:
     """Write ids are int32: refuse a write that could overflow them (after ~2^31 stored cells)."""
-    if is_concrete(mem.next_write_id) and int(mem.next_write_id) > _MAX_WRITE_ID - num_cells:
+    if is_concrete(mem.next_write_id) and _write_ids_exhausted(int(mem.next_write_id), num_cells):
         raise ValueError(f"mem: write ids exhausted ({int(mem.next_write_id)} cells written); start a new memory")
 
 
