@@ -6,7 +6,8 @@ posterior mean) and ``WanVAE.decode(latents) -> [B, 1+4(t-1), H, W, 3]`` clamped
 Chunk schedule (exactly the official one): the encoder sees frame 0 alone, then groups of 4 frames; the
 decoder sees one latent frame at a time. The first chunk is traced once with its special cases; the identical
 steady-state chunks are the body of one ``jax.lax.scan`` whose carry is the explicit cache (a flat list of
-arrays, see :mod:`mirage_jax.models.vae.cache`). The whole encode/decode is one ``jax.jit`` per input shape.
+arrays, see :mod:`mirage_jax.models.vae.cache`). The whole encode/decode is one ``jax.jit`` per input shape
+(on CPU with Eigen's threaded convolutions, see :mod:`mirage_jax.xla_options`).
 Each network also runs as two chunked passes with their own caches, the same arithmetic as one pass (every
 layer is causal per chunk), so :mod:`.tiling` can tile only the local parts — encoder: the local down path,
 then the mid block (global per-frame attention) and output head at latent resolution; decoder: conv_in and
@@ -20,7 +21,6 @@ gathers for the per-frame attention, and the result equals the unsharded one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,7 @@ from mirage_jax.models.vae import patchify
 from mirage_jax.models.vae.cache import ChunkCache
 from mirage_jax.models.vae.constants import LATENTS_MEAN, LATENTS_STD
 from mirage_jax.models.vae.layers import CausalConv3d, DownBlock, Init, MidBlock, PointwiseConv, RMSNorm, UpBlock
+from mirage_jax.xla_options import conv_jit
 
 PATCH = 2  # 2×2 pixel-unshuffle in front of the encoder (RGB → 12 channels)
 
@@ -256,18 +257,18 @@ class WanVAE(nnx.Module):
         return _method_jit(graphdef, method, state, jnp.asarray(x, jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@conv_jit(static_argnums=(0, 1))
 def _method_jit(graphdef, method, state, x):
     return getattr(nnx.merge(graphdef, state), method)(x)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+@conv_jit(static_argnums=(0, 3, 4))
 def _encode_jit(graphdef, state, video, mesh, axis):
     vae = nnx.merge(graphdef, state)
     return vae.normalize(vae.encode_mean(video, mesh, axis))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+@conv_jit(static_argnums=(0, 3, 4))
 def _decode_jit(graphdef, state, latents, mesh, axis):
     vae = nnx.merge(graphdef, state)
     video = vae.decode_raw(vae.denormalize(latents), mesh, axis)
