@@ -138,3 +138,22 @@ def test_spatially_sharded_encode_equals_unsharded(vae):
     ref = np.asarray(vae.encode(video))
     sharded = np.asarray(vae.encode(video, mesh=mesh, axis="fsdp"))
     np.testing.assert_allclose(sharded, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 5, 7, 3, 4), (2, 1, 8, 8, 16, 8)])
+def test_low_resolution_upsample_conv_equals_conv_of_upsampled_frames(shape):
+    """The phase decomposition (2×2 convs of the low-res frames) against a numpy 3×3 conv of the 2×-repeated frames."""
+    from mirage_jax.models.vae.layers import upsample2_conv_frames
+
+    b, t, h, w, c, o = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((b, t, h, w, c)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, c, o)).astype(np.float32)
+    up = np.pad(x.repeat(2, axis=2).repeat(2, axis=3), ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0))).astype(np.float64)
+    ref = sum(
+        np.einsum("btyxc,co->btyxo", up[:, :, dy : dy + 2 * h, dx : dx + 2 * w], kernel[dy, dx])
+        for dy in range(3) for dx in range(3)
+    )  # fmt: skip
+    out = np.asarray(upsample2_conv_frames(jax.numpy.asarray(x), jax.numpy.asarray(kernel)))
+    assert out.shape == (b, t, 2 * h, 2 * w, o)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5 * np.abs(ref).max())

@@ -58,6 +58,34 @@ def conv_frames(x: jax.Array, kernel: jax.Array, stride: int = 1, padding=((1, 1
     return y.reshape(b, t, *y.shape[1:])
 
 
+def _phase_taps(kernel: jax.Array, phase: int) -> jax.Array:
+    """The 2 low-resolution taps along axis 0 of a 3-tap ``kernel`` after nearest 2× upsampling, for output
+    rows of parity ``phase``: even rows see low-res rows ``(i-1, i)`` with taps ``(k0, k1+k2)``, odd rows
+    ``(i, i+1)`` with ``(k0+k1, k2)``."""
+    if phase == 0:
+        return jnp.stack([kernel[0], kernel[1] + kernel[2]])
+    return jnp.stack([kernel[0] + kernel[1], kernel[2]])
+
+
+def upsample2_conv_frames(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Nearest 2× upsampling then a 'same' 3×3 conv, per frame, without the upsampled input: ``x [B, T, h, w,
+    C]``, ``kernel [3, 3, C, O]`` → ``[B, T, 2h, 2w, O]`` (no bias).
+
+    Each output pixel parity ``(a, b)`` is a 2×2 conv of the low-resolution input with summed taps
+    (:func:`_phase_taps`): 2.25× fewer multiply-adds than convolving the upsampled frames, equal up to float
+    rounding of the summed taps.
+    """
+    b, t, h, w, _ = x.shape
+    rows = [_phase_taps(kernel, a) for a in (0, 1)]
+    phases = [
+        [conv_frames(x, _phase_taps(rows[a].swapaxes(0, 1), c).swapaxes(0, 1), 1, ((1 - a, a), (1 - c, c)))
+         for c in (0, 1)]
+        for a in (0, 1)
+    ]  # fmt: skip
+    y = jnp.stack([jnp.stack(row, axis=-2) for row in phases], axis=3)  # [B, T, h, 2(a), w, 2(c), O]
+    return y.reshape(b, t, 2 * h, 2 * w, -1)
+
+
 class CausalConv3d(nnx.Module):
     """3-D conv, causal in time: ``kt-1`` cached (or zero) frames in front, symmetric spatial zero padding.
 
@@ -212,7 +240,8 @@ class Downsample(nnx.Module):
 
 
 class Upsample(nnx.Module):
-    """``temporal``: causal (3,1,1) time conv dim → 2·dim, interleaved to 2× frames; then nearest 2× + 3×3 conv.
+    """``temporal``: causal (3,1,1) time conv dim → 2·dim, interleaved to 2× frames; then nearest 2× + 3×3 conv
+    (computed on the low-resolution frames, :func:`upsample2_conv_frames`).
 
     Temporal first chunk: the time conv is skipped (1 frame stays 1) and its cache starts as zeros.
     """
@@ -230,8 +259,8 @@ class Upsample(nnx.Module):
                 b, t, h, w, c = x.shape
                 y = self.time_conv(x, cache).reshape(b, t, h, w, 2, c)
                 x = y.transpose(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, c)
-        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
-        return self.resample(x)
+        kernel, bias = self.resample.kernel[...].astype(x.dtype), self.resample.bias[...].astype(x.dtype)
+        return upsample2_conv_frames(x, kernel) + bias
 
 
 def avg_down(x: jax.Array, out_dim: int, factor_t: int, factor_s: int) -> jax.Array:
