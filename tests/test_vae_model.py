@@ -157,3 +157,25 @@ def test_low_resolution_upsample_conv_equals_conv_of_upsampled_frames(shape):
     out = np.asarray(upsample2_conv_frames(jax.numpy.asarray(x), jax.numpy.asarray(kernel)))
     assert out.shape == (b, t, 2 * h, 2 * w, o)
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("kernel_size", [(3, 3, 3), (3, 1, 1)])
+def test_causal_conv_in_time_pairs_equals_direct_3d_conv(frames, kernel_size):
+    """Winograd F(2, 3) over frame pairs (+ a direct odd last frame) against a numpy 3-D conv, valid in time."""
+    from mirage_jax.models.vae.layers import CausalConv3d, Init
+
+    layer = CausalConv3d(6, 5, kernel_size, init=Init(3))
+    kernel, bias = np.asarray(layer.kernel[...], np.float64), np.asarray(layer.bias[...], np.float64)
+    bias += np.random.default_rng(4).standard_normal(bias.shape)
+    layer.bias[...] = jax.numpy.asarray(bias, jax.numpy.float32)
+    x = np.random.default_rng(5).standard_normal((2, frames + 2, 6, 7, 6)).astype(np.float32)
+    kt, kh, kw = kernel_size
+    xp = np.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0))).astype(np.float64)
+    ref = bias + sum(
+        np.einsum("btyxc,co->btyxo", xp[:, k : k + frames, dy : dy + 6, dx : dx + 7], kernel[k, dy, dx])
+        for k in range(kt) for dy in range(kh) for dx in range(kw)
+    )  # fmt: skip
+    out = np.asarray(layer.conv(jax.numpy.asarray(x)))
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())

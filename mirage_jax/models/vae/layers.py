@@ -86,51 +86,82 @@ def upsample2_conv_frames(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(b, t, 2 * h, 2 * w, -1)
 
 
+def winograd_time_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
+    """A 3-tap conv, valid in time, of ``x [B, T+2, H, W, C]`` (``T`` even) with ``kernel [3, kh, kw, C, O]``
+    (per-frame 2-D convs with ``padding``, no bias) → ``[B, T, H', W', O]``, by Winograd's F(2, 3) over pairs of
+    output frames: 4 per-frame 2-D convs per 2 frames instead of 6.
+
+    For the pair fed by frames ``d0..d3`` (``y0 = d0·g0 + d1·g1 + d2·g2``, ``y1 = d1·g0 + d2·g1 + d3·g2``):
+    ``m1 = (d0-d2)·g0``, ``m2 = (d1+d2)·(g0+g1+g2)/2``, ``m3 = (d2-d1)·(g0-g1+g2)/2``, ``m4 = (d1-d3)·g2``;
+    ``y0 = m1+m2+m3``, ``y1 = m2-m3-m4``. Equal up to float rounding of the frame and tap sums.
+    """
+    b, t = x.shape[0], x.shape[1] - 2
+    # The frame sums read a materialised input: fused into its producers (products: norm, silu), XLA:CPU may
+    # contract them into FMAs differently per program, and chunks would no longer match bit for bit.
+    x = jax.lax.optimization_barrier(x)
+    d = [x[:, j : j + t : 2] for j in range(4)]  # [B, T/2, ...]: frame j of each pair's window
+    g0, g1, g2 = (kernel[k].astype(x.dtype) for k in range(3))
+    m1 = conv_frames(d[0] - d[2], g0, 1, padding)
+    m2 = conv_frames(d[1] + d[2], (g0 + g1 + g2) * 0.5, 1, padding)
+    m3 = conv_frames(d[2] - d[1], (g0 - g1 + g2) * 0.5, 1, padding)
+    m4 = conv_frames(d[1] - d[3], g2, 1, padding)
+    y = jnp.stack([m1 + m2 + m3, m2 - m3 - m4], axis=2)  # [B, T/2, 2, ...]
+    return y.reshape(b, t, *y.shape[3:])
+
+
 class CausalConv3d(nnx.Module):
     """3-D conv, causal in time: ``kt-1`` cached (or zero) frames in front, symmetric spatial zero padding.
 
     ``kernel [kt, kh, kw, in, out]``, ``bias [out]``. With ``kt > 1`` the layer keeps the last ``kt-1`` frames of
     its (cache-extended) input as its cache slot; ``kt = 1`` layers (shortcuts, quant convs) keep nothing.
-    Computed as the sum over the ``kt`` time taps of per-frame 2-D convs (:func:`conv_frames`); a one-frame
-    first chunk uses only the last tap (the others would multiply the zero frames in front).
+    Computed from per-frame 2-D convs (:func:`conv_frames`): 3-tap convolutions by Winograd's F(2, 3) over pairs
+    of output frames (:func:`winograd_time_conv`), others (and an odd last frame) as the sum over the time taps;
+    a one-frame first chunk uses only the last tap (the others would multiply the zero frames in front).
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel=(3, 3, 3), *, init: Init):
         self.kernel_size = tuple(kernel)
         self.kernel = init.kernel((*self.kernel_size, in_dim, out_dim))
         self.bias = init.zeros((out_dim,))
+        self.spatial_padding = ((self.kernel_size[1] // 2,) * 2, (self.kernel_size[2] // 2,) * 2)
 
-    def taps(self, x: jax.Array, cache: ChunkCache) -> list[jax.Array]:
-        """The ``kt`` time-shifted inputs ``[B, T, ...]`` of ``x [B, T, ...]``: tap ``k`` holds frames
-        ``k-kt+1 .. T-kt+k`` of the previous chunk's ``kt-1`` frames (zeros on the first chunk) followed by ``x``;
-        the last tap is ``x`` itself (no copy of the whole cache-extended input). Caches the last ``kt-1`` frames."""
-        pad_t, t = self.kernel_size[0] - 1, x.shape[1]
+    def extended(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
+        """``x [B, T, ...]`` behind the previous chunk's last ``kt-1`` frames (zeros on the first chunk):
+        ``[B, T+kt-1, ...]``. Caches its last ``kt-1`` frames."""
+        pad_t = self.kernel_size[0] - 1
         prev = cache.take()
         if prev is None:
             prev = jnp.zeros((x.shape[0], pad_t, *x.shape[2:]), x.dtype)
-        cache.put(jnp.concatenate([prev, x[:, -pad_t:]], axis=1)[:, -pad_t:])
-        return [jnp.concatenate([prev[:, k : k + t], x[:, : max(k + t - pad_t, 0)]], axis=1) for k in range(pad_t + 1)]
+        x = jnp.concatenate([prev, x], axis=1)
+        cache.put(x[:, -pad_t:])
+        return x
 
     def conv_taps(self, taps: list[jax.Array]) -> jax.Array:
         """``Σ_k`` per-frame 2-D conv of ``taps[k]`` with the kernel's last ``len(taps)`` time taps, plus bias."""
         kernel = self.kernel[...]
         offset = self.kernel_size[0] - len(taps)
-        pad = ((self.kernel_size[1] // 2,) * 2, (self.kernel_size[2] // 2,) * 2)
-        y = sum(conv_frames(tap, kernel[offset + k], 1, pad) for k, tap in enumerate(taps))
+        y = sum(conv_frames(tap, kernel[offset + k], 1, self.spatial_padding) for k, tap in enumerate(taps))
         return y + self.bias[...].astype(taps[0].dtype)
 
     def conv(self, x: jax.Array, stride_t: int = 1) -> jax.Array:
         """The convolution on already time-padded ``x``: valid in time, 'same' in space."""
         kt = self.kernel_size[0]
         t = (x.shape[1] - kt) // stride_t + 1
-        return self.conv_taps([x[:, k : k + stride_t * (t - 1) + 1 : stride_t] for k in range(kt)])
+        if kt != 3 or stride_t != 1 or t < 2:
+            return self.conv_taps([x[:, k : k + stride_t * (t - 1) + 1 : stride_t] for k in range(kt)])
+        even = t - t % 2
+        y = winograd_time_conv(x[:, : even + 2], self.kernel[...], self.spatial_padding)
+        y = y + self.bias[...].astype(x.dtype)
+        if even == t:
+            return y
+        return jnp.concatenate([y, self.conv_taps([x[:, even + k : even + k + 1] for k in range(kt)])], axis=1)
 
     def __call__(self, x: jax.Array, cache: ChunkCache | None = None) -> jax.Array:
         if self.kernel_size[0] == 1:
             return self.conv_taps([x])
         first = cache.first
-        taps = self.taps(x, cache)
-        return self.conv_taps(taps[-1:] if first and x.shape[1] == 1 else taps)
+        extended = self.extended(x, cache)
+        return self.conv_taps([x]) if first and x.shape[1] == 1 else self.conv(extended)
 
 
 class PointwiseConv(nnx.Module):
