@@ -3,9 +3,10 @@
 On CPU, XLA runs convolutions through YNNPACK by default, whose convolution kernel is single-threaded here:
 one 3×3 conv at 4×64×64×64 takes the same time on 1 core as on 2. Routing convolutions to XLA's Eigen
 kernels (multi-threaded) while YNNPACK keeps the dots makes the VAE encode and decode 1.2–1.6× faster on 2
-cores (``benchmarks/vae_bench.py``, sides ``ours`` and ``ours_ynn``). This is a per-``jit`` compiler option, not a process-wide
-``XLA_FLAGS`` setting: nothing else in the process changes, and a jaxlib that lacks the option is detected
-by a probe compile (then the defaults are used, with a warning) instead of aborting the process.
+cores (``benchmarks/vae_bench.py``, sides ``ours`` and ``ours_ynn``). This is a per-``jit`` compiler option,
+not a process-wide ``XLA_FLAGS`` setting: nothing else in the process changes, and a jaxlib that lacks the
+option is detected by a probe compile (then the defaults are used, with a warning) instead of aborting the
+process.
 
 ``MIRAGE_CPU_CONV=xla`` keeps XLA's default (YNNPACK) convolutions; ``eigen`` (the default) routes them to Eigen.
 Other backends get no options.
