@@ -69,9 +69,9 @@ def _phase_taps(kernel: jax.Array, phase: int) -> jax.Array:
 
 def upsample2_conv_frames(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Nearest 2× upsampling then a 'same' 3×3 conv, per frame, without the upsampled input: ``x [B, T, h, w,
-    C]``, ``kernel [3, 3, C, O]`` → ``[B, T, 2h, 2w, O]`` (no bias).
+    C]``, ``kernel [3, 3, C, O]`` (taps summed in its dtype) → ``[B, T, 2h, 2w, O]`` (no bias).
 
-    Each output pixel parity ``(a, b)`` is a 2×2 conv of the low-resolution input with summed taps
+    Each output pixel parity ``(a, c)`` is a 2×2 conv of the low-resolution input with summed taps
     (:func:`_phase_taps`): 2.25× fewer multiply-adds than convolving the upsampled frames, equal up to float
     rounding of the summed taps.
     """
@@ -100,7 +100,7 @@ def winograd_time_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
     # contract them into FMAs differently per program, and chunks would no longer match bit for bit.
     x = jax.lax.optimization_barrier(x)
     d = [x[:, j : j + t : 2] for j in range(4)]  # [B, T/2, ...]: frame j of each pair's window
-    g0, g1, g2 = (kernel[k].astype(x.dtype) for k in range(3))
+    g0, g1, g2 = kernel[0], kernel[1], kernel[2]  # summed in the parameter dtype; conv_frames casts
     m1 = conv_frames(d[0] - d[2], g0, 1, padding)
     m2 = conv_frames(d[1] + d[2], (g0 + g1 + g2) * 0.5, 1, padding)
     m3 = conv_frames(d[2] - d[1], (g0 - g1 + g2) * 0.5, 1, padding)
@@ -290,8 +290,7 @@ class Upsample(nnx.Module):
                 b, t, h, w, c = x.shape
                 y = self.time_conv(x, cache).reshape(b, t, h, w, 2, c)
                 x = y.transpose(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, c)
-        kernel, bias = self.resample.kernel[...].astype(x.dtype), self.resample.bias[...].astype(x.dtype)
-        return upsample2_conv_frames(x, kernel) + bias
+        return upsample2_conv_frames(x, self.resample.kernel[...]) + self.resample.bias[...].astype(x.dtype)
 
 
 def avg_down(x: jax.Array, out_dim: int, factor_t: int, factor_s: int) -> jax.Array:
