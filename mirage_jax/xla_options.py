@@ -9,7 +9,8 @@ option is detected by a probe compile (then the defaults are used, with a warnin
 process.
 
 ``MIRAGE_CPU_CONV=xla`` keeps XLA's default (YNNPACK) convolutions; ``eigen`` (the default) routes them to Eigen.
-Other backends get no options.
+The variable is read once, at the first compile of a :class:`ConvJit` (set it before). Other backends get no
+options.
 """
 
 from __future__ import annotations
