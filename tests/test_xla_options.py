@@ -17,8 +17,7 @@ def fresh_options():
     xla_options.conv_options.cache_clear()
 
 
-def _conv(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+_conv = xla_options._probe_conv  # a plain NHWC 'same' conv
 
 
 def _args():
