@@ -20,6 +20,8 @@ COMMANDS: Mapping[str, tuple[str, str]] = {
     "generate": ("mirage_jax.world.generate_cli", "generate a world video along a camera path"),
     "eval": ("mirage_jax.world.eval_cli", "revisit-consistency evaluation: latent memory vs none vs RGB cache"),
     "convert": ("mirage_jax.convert.cli", "convert PyTorch/diffusers checkpoints (safetensors) to Orbax"),
+    "export": ("mirage_jax.checkpoints.export_cli",
+               "write a trained model as the official Mirage VACE/LoRA and Wan2.2 DiT safetensors"),
     "plan": ("mirage_jax.plan", "AOT-compile a training step on simulated devices and report memory"),
 }
 

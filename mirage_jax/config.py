@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.text.dim = 4096
     c.text.drop_prob = 0.1
     c.text.tokenizer_path = ""  # local tokenizer.json (tokenizers) or *.model (sentencepiece) for umT5
-    c.text.checkpoint = ""  # Orbax dir from `mirage-jax convert umt5`
+    c.text.checkpoint = ""  # Orbax dir from `mirage-jax convert umt5`; "random" = random weights (tests, tiny)
     c.text.cache_dir = ""  # optional on-disk prompt-embedding cache (one .npz per prompt hash); "" = memory only
     c.text.umt5 = ml_collections.ConfigDict()  # umT5-XXL encoder sizes
     c.text.umt5.vocab_size = 256384
@@ -82,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.compute_dtype = "bfloat16"
     c.model.param_dtype = "float32"
     c.model.attention = "xla"  # "xla", "cudnn", "splash", "chunked" (memory-efficient XLA)
+    # Start training from these weights: a training workdir, a `mirage-jax convert dit` folder or an export
+    # (mirage_jax.checkpoints). Groups the source lacks (VACE, LoRA) start fresh: zero after_proj, zero LoRA B.
+    c.model.init_checkpoint = ""
 
     # Latent spatial memory (DESIGN.md §3).
     c.memory = ml_collections.ConfigDict()
@@ -91,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.memory.voxel_size = 0.1
     c.memory.dedup_voxel_size = 0.05  # memory.init(voxel_size=...): revisits replace older points in these voxels
     c.memory.reference_iou_threshold = 0.04
+    # What a history latent "sees" when references are chosen (memory.history): "frozen" = the points visible
+    # from it right after its chunk was written (the official rule), "current" = recomputed from the cache now.
+    c.memory.reference_rule = "frozen"
     c.memory.max_references = 4
     c.memory.num_preceding = 2
 
@@ -135,7 +142,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_batches = 2  # fixed batches for the periodic evaluation loss (fixed sigmas and seed)
     c.train.eval_sigmas = (0.1, 0.3, 0.5, 0.7, 0.9)  # evaluation noise levels σ (used as is, no shift)
     c.train.async_checkpointing = True  # Orbax async saves (training continues while writing)
-    c.train.depth_head = False  # also train mirage_jax.world.depth.LatentDepthHead on target_depth
+    c.train.depth_head = False  # also train mirage_jax.models.depth_head.LatentDepthHead on target_depth
     c.train.depth_loss_weight = 0.1  # weight of the depth-head loss in the total loss
     c.train.peak_tflops = 0.0  # per-device peak TFLOP/s for MFU; 0 = look up by device kind (unknown: no MFU)
 
@@ -234,6 +241,129 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     spec.loader.exec_module(module)
     config = module.get_config()
     return apply_overrides(config, overrides)
+
+
+# The fields that define what a trained model computes, by parameter group: a checkpoint is only meaningful with
+# these values, so whatever reads a checkpoint takes them from the checkpoint's stored config.
+MODEL_FIELDS = {
+    "base": ("model.dim", "model.num_layers", "model.num_heads", "model.ffn_dim", "model.patch_size",
+             "model.in_channels", "model.out_channels", "model.text_dim", "model.freq_dim", "model.eps",
+             "model.rope_theta"),
+    "vace": ("model.vace_layers", "model.vace_in_channels", "model.score_source"),
+    "lora": ("model.lora_rank", "model.lora_alpha"),
+    "latent": ("latent.kind", "latent.channels", "latent.spatial_factor", "latent.vae.base_dim",
+               "latent.vae.decoder_base_dim", "latent.vae.dim_mult", "latent.vae.num_res_blocks",
+               "latent.vae.temporal_downsample", "latent.vae.z_dim"),
+    "text": ("text.kind", "text.dim", "text.umt5.vocab_size", "text.umt5.num_layers", "text.umt5.num_heads",
+             "text.umt5.head_dim", "text.umt5.ffn_dim", "text.umt5.num_buckets", "text.umt5.max_distance",
+             "text.umt5.eps"),
+}
+
+
+def model_fields(groups=tuple(MODEL_FIELDS)) -> tuple[str, ...]:
+    """The dotted model-defining fields of ``groups`` (default: all of ``MODEL_FIELDS``)."""
+    return tuple(field for group in groups for field in MODEL_FIELDS[group])
+
+
+def flat_fields(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+    """``{"section.field": value}`` of every leaf of ``config``."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update(flat_fields(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def get_field(config: ml_collections.ConfigDict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+def _like(value, reference):
+    """``value`` (from JSON) in the type of ``reference`` (lists become tuples, ints become floats, ...)."""
+    if isinstance(reference, (tuple, list)) and isinstance(value, (tuple, list)):
+        inner = reference[0] if reference else None
+        return tuple(_like(v, inner) if inner is not None else _tuples(v) for v in value)
+    if isinstance(reference, bool) or reference is None or isinstance(value, bool):
+        return value
+    if isinstance(reference, float) and isinstance(value, (int, float)):
+        return float(value)
+    return _tuples(value)
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, (tuple, list)) else value
+
+
+def config_from_json(text: str) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """A stored config (a run's ``config.json``) as ``base_config()`` with the stored values, typed like the
+    base; also returns the stored fields this version does not know (they are dropped)."""
+    config = base_config()
+    known = flat_fields(config)
+    unknown = []
+    for key, value in flat_fields(ml_collections.ConfigDict(json.loads(text))).items():
+        if key in known:
+            set_field(config, key, _like(value, known[key]))
+        else:
+            unknown.append(key)
+    return config, unknown
+
+
+def differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict, fields) -> dict:
+    """``{field: (a's value, b's value)}`` for the dotted ``fields`` whose values differ."""
+    out = {}
+    for key in fields:
+        va, vb = _tuples(get_field(a, key)), _tuples(get_field(b, key))
+        if va != vb and not (isinstance(va, (int, float)) and isinstance(vb, (int, float)) and float(va) == float(vb)):
+            out[key] = (va, vb)
+    return out
+
+
+def describe_differences(diff: dict, a_name: str, b_name: str) -> str:
+    """``"model.dim: 256 (a_name) vs 64 (b_name); ..."``."""
+    return "; ".join(f"{key}: {va!r} ({a_name}) vs {vb!r} ({b_name})" for key, (va, vb) in diff.items())
+
+
+def layered_config(stored: ml_collections.ConfigDict, origin: str, path: str | Path | None = None,
+                   overrides: Sequence[str] = ()) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """The config of a command that reads a checkpoint: the checkpoint's ``stored`` config, then the config file
+    ``path`` on top, then ``overrides``; returns ``(config, notes)``.
+
+    The model-defining fields (``MODEL_FIELDS``) always come from the checkpoint: where the file differs, the
+    checkpoint's value is kept and a note names the field and both values; an override that changes one is a
+    ``ValueError`` naming both values (a checkpoint cannot compute another model).
+    """
+    config = ml_collections.ConfigDict(stored.to_dict())
+    notes = []
+    fixed = set(model_fields())
+    if path is not None:
+        from_file = load_config(path)
+        stored_fields = flat_fields(config)
+        for key, value in flat_fields(from_file).items():
+            if _tuples(value) == _tuples(stored_fields.get(key)):
+                continue
+            if key in fixed:
+                notes.append(f"config.{key}: {origin} has {stored_fields[key]!r}, kept ({path} says {value!r})")
+            else:
+                set_field(config, key, value)
+    apply_overrides(config, overrides)
+    diff = differences(stored, config, fixed)
+    if diff:
+        raise ValueError(f"{origin} was made with other model settings than the overrides: "
+                         f"{describe_differences(diff, origin, 'override')}; drop those overrides")
+    return config, notes
 
 
 OVERRIDE_PREFIX = "--config."

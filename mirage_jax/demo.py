@@ -89,7 +89,7 @@ def run(args) -> int:
     except ValueError as err:
         print(f"mirage-jax demo: error: {err}", file=sys.stderr)
         return 2
-    from mirage_jax.train.checkpoint import restore_model
+    from mirage_jax.checkpoints import load_model, open_source
     from mirage_jax.train.loop import train
     from mirage_jax.world.evaluate import evaluate
 
@@ -98,7 +98,7 @@ def run(args) -> int:
     print(f"[1/3] data + training ({config.train.num_steps} steps of the {config.name} config) -> {out}")
     summary = train(config, out / "checkpoint")
     train_s = time.perf_counter() - start
-    model = restore_model(config, out / "checkpoint")
+    model = load_model(open_source(out / "checkpoint"), config)
 
     print(f"[2/3] generating a held-out revisit trajectory ({chunks} chunks) with {', '.join(VARIANTS)}")
     chunk_frames = int(config.sample.chunk_frames)

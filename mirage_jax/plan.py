@@ -6,6 +6,7 @@ loss on the target frames, backward, AdamW update) is lowered and compiled for t
 ``compiled.memory_analysis()`` gives the per-device argument / temporary (activation) bytes.
 
     mirage-jax plan --config configs/wan22_ti2v_5b.py --mesh fsdp=8,tensor=1 [--stage vace|lora|full]
+    mirage-jax plan --checkpoint RUN --mesh fsdp=8   # the model a run / converted folder / export holds
 
 When JAX has not started yet, the number of simulated CPU devices is set from ``--mesh`` (XLA_FLAGS).
 """
@@ -22,7 +23,11 @@ from mirage_jax.config import accept_config_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="config file, e.g. configs/wan22_ti2v_5b.py")
+    parser.add_argument("--config", default=None,
+                        help="config file, e.g. configs/wan22_ti2v_5b.py (on top of --checkpoint's own config)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="plan for the model of a training run / convert dit folder / export (its config)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step of a training run (default: latest)")
     parser.add_argument("--mesh", default="fsdp=8,tensor=1", help="mesh sizes, e.g. data=1,fsdp=8,tensor=1")
     parser.add_argument("--stage", default="vace", choices=("vace", "lora", "full"), help="what trains")
     parser.add_argument("--height", type=int, default=44, help="latent height (704 px / 16)")
@@ -157,6 +162,16 @@ def _gb(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    try:
+        return _plan_and_report(args)
+    except ValueError as err:
+        print(f"mirage-jax plan: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _plan_and_report(args: argparse.Namespace) -> int:
     from mirage_jax.sharding import parse_mesh_spec
 
     sizes = {"data": 1, "fsdp": 1, "tensor": 1, **parse_mesh_spec(args.mesh)}
@@ -172,7 +187,16 @@ def run(args: argparse.Namespace) -> int:
     if len(jax.devices()) < count:
         raise ValueError(f"--mesh {args.mesh!r} needs {count} devices, JAX has {len(jax.devices())} "
                          f"(set XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts)")
-    config = load_config(args.config, args.overrides)
+    if args.checkpoint is not None:
+        from mirage_jax.checkpoints import open_source, resolve_config
+
+        config, notes = resolve_config(open_source(args.checkpoint, args.step), args.config, args.overrides)
+        for note in notes:
+            print(f"note: {note}")
+    elif args.config is None:
+        raise ValueError("--config or --checkpoint: one is required (the model to plan for)")
+    else:
+        config = load_config(args.config, args.overrides)
     mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], jax.devices()[:count])
     report = plan(config, mesh, stage=args.stage, height=args.height, width=args.width, targets=args.targets,
                   preceding=args.preceding, references=args.references, batch_per_device=args.batch_per_device,

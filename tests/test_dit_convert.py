@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mirage_jax.checkpoints import load_model, open_source
 from mirage_jax.config import load_config
 from mirage_jax.convert import dit as convert_dit
 from tests.conftest import require_torch_stack
@@ -81,7 +82,9 @@ def test_original_names_vace_bf16_lora_via_cli_match_diffusers_folder(files):
     args = parser.parse_args([*inputs, "--config", "configs/tiny.py", "--out", str(out), "--seed", "0"])
     assert convert_dit.run(args) == 0
     config = load_config("configs/tiny.py")
-    ours = _params(convert_dit.load_converted(config, out))
+    source = open_source(out)
+    assert source.kind == "converted" and source.groups == ("base", "lora", "vace")
+    ours = _params(load_model(source, config))
     theirs = _params(convert_dit.from_diffusers(root / "diffusers")[0])
     assert set(theirs) == {k for k in ours if "lora" not in k}
     for key, value in theirs.items():
@@ -96,10 +99,10 @@ def test_original_names_vace_bf16_lora_via_cli_match_diffusers_folder(files):
         from mirage_jax.sharding import make_mesh
 
         mesh = make_mesh(1, 2, 1, jax.devices()[:2])
-        sharded = convert_dit.load_converted(config, out, mesh=mesh)
+        sharded = load_model(source, config, mesh=mesh)
         assert sharded.blocks.ffn_in.kernel[...].sharding.spec[1] == "fsdp"
-    with pytest.raises(ValueError, match="other model sizes"):
-        convert_dit.load_converted(load_config("configs/tiny.py", ["model.ffn_dim=96"]), out)
+    with pytest.raises(ValueError, match=r"model.ffn_dim: 128 \(source\) vs 96 \(config\)"):
+        load_model(source, load_config("configs/tiny.py", ["model.ffn_dim=96"]))
 
 
 def test_strict_errors_list_the_keys(files, tmp_path):

@@ -18,9 +18,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from mirage_jax.checkpoints import load_depth_head, load_model, open_source
 from mirage_jax.cli import main as cli_main
 from mirage_jax.config import load_config
-from mirage_jax.train.checkpoint import restore_depth_head, restore_model
 from mirage_jax.train.loop import train
 from mirage_jax.train.metrics import read_metrics
 
@@ -143,7 +143,8 @@ def test_restore_model_and_depth_head_load_the_trained_parameters(env, straight)
     workdir, _ = straight
     config = load_config("tiny", overrides(env["data"]))
     saved = restore_items(workdir, STEPS)
-    modules = ((restore_model(config, workdir), "model"), (restore_depth_head(config, workdir), "depth_head"))
+    source = open_source(workdir)
+    modules = ((load_model(source, config), "model"), (load_depth_head(source, config), "depth_head"))
     for module, item in modules:
         for a, b in zip(jax.tree.leaves(saved[item]), jax.tree.leaves(nnx.state(module)), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

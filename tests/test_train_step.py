@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mirage_jax.checkpoints import load_model, open_source
+from mirage_jax.checkpoints.run import Checkpointer, abstract_like
 from mirage_jax.config import load_config
 from mirage_jax.models import build_model
 from mirage_jax.models.lora import trainable_filter
 from mirage_jax.sharding import make_mesh
-from mirage_jax.train.checkpoint import Checkpointer, abstract_like, restore_model
 from mirage_jax.train.loss import LossSettings
 from mirage_jax.train.optimizer import make_optimizer
 from mirage_jax.train.step import batch_sharding, make_train_step, new_train_state
@@ -117,7 +118,7 @@ def test_checkpoint_from_8_device_mesh_restores_on_one_device(full_runs, config,
     for a, b in zip(jax.tree.leaves(s8["opt"]), jax.tree.leaves(restored)):
         assert np.array_equal(np.asarray(a), np.asarray(b)) and b.sharding.mesh.shape == mesh.shape
     ck.close()
-    model = restore_model(config, tmp_path)  # one device
+    model = load_model(open_source(tmp_path), config)  # one device
     for (path, a), (_, b) in zip(nnx.to_flat_state(model8), nnx.to_flat_state(nnx.state(model))):
         assert np.array_equal(np.asarray(a), np.asarray(b)), path
         assert len(b.devices()) == 1

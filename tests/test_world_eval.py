@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import pytest
@@ -79,7 +78,7 @@ def _args(parser_module, argv):
 @pytest.fixture
 def oracle_loader(monkeypatch):
     """The commands with the oracle in place of a checkpoint (the CLI plumbing is what is tested here)."""
-    monkeypatch.setattr(loading, "load_model", lambda config, args, depth_source: (oracle_model(48), None))
+    monkeypatch.setattr(loading, "load_model", lambda config, source, depth_source: (oracle_model(48), None))
     monkeypatch.setattr(generate_cli, "load_model", loading.load_model)
     monkeypatch.setattr(eval_cli, "load_model", loading.load_model)
 
@@ -99,7 +98,7 @@ def test_generate_command_from_geometry_npz(tmp_path, oracle_loader):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--checkpoint", "/nonexistent/run"], "no such directory"),
+        (["--checkpoint", "/nonexistent/run"], "no such folder"),
         (["--frames", "50"], "--frames=50 is not of the form 4N"),
         (["--frames", "97"], "has 49 poses"),
         (["--config.data.height=64"], "config.data.height=32"),
@@ -135,4 +134,4 @@ def test_eval_command_runs(tmp_path, oracle_loader, capsys):
 
 def test_namespace_defaults():
     args = _args(eval_cli, ["--config", "tiny", "--checkpoint", "random", "--out", "x"])
-    assert isinstance(args, types.SimpleNamespace | object) and args.variants == ("latent", "none", "rgb")
+    assert args.variants == ("latent", "none", "rgb") and args.trajectories == ("revisit", "loop")

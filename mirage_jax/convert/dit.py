@@ -15,15 +15,16 @@ LoRA group must each be either complete or entirely absent (absent: freshly init
 to train VACE from scratch); partially present is a "missing keys" error.
 
 CLI: ``mirage-jax convert dit --input FILE_OR_DIR [--input ...] --config CFG --out DIR`` writes an Orbax
-checkpoint of the model state plus ``dit_settings.json``; ``load_converted(config, dir)`` reads it back.
+checkpoint of the model state with the config it was made with (``save_converted``); ``generate``, ``eval``,
+``plan`` and ``train --config.model.init_checkpoint=DIR`` load it through ``mirage_jax.checkpoints``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
+import sys
 from pathlib import Path
 
 import jax
@@ -113,7 +114,20 @@ def _to_ours(name: str, array: np.ndarray, target_shape: tuple[int, ...]) -> np.
     return a
 
 
-def _group(name: str) -> str:
+def to_torch(name: str, array: np.ndarray, patch_size: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of ``_to_ours``: our layout -> the original torch layout of ``name`` (patch embeddings are
+    Conv3d ``(O, I, pt, ph, pw)``, modulation tables ``(1, k, D)``, Linear and LoRA factors transposed)."""
+    a = np.asarray(array)
+    if name.endswith("patch_embedding.weight"):
+        pt, ph, pw = patch_size
+        return a.reshape(pt, ph, pw, -1, a.shape[-1]).transpose(4, 3, 0, 1, 2)
+    if name.endswith("modulation"):
+        return a[None]
+    return a.T if a.ndim == 2 else a
+
+
+def original_group(name: str) -> str:
+    """The parameter group (``base``, ``vace``, ``lora``) of an original name."""
     return "lora" if ".lora_" in name else "vace" if name.startswith("vace_") else "base"
 
 
@@ -129,16 +143,23 @@ def read_sources(inputs) -> dict:
     return table
 
 
-def _match(state, sources: dict):
-    """Checks ``sources`` against the model ``state``; returns (plan, present groups, all groups). Reads no data."""
-    wanted: dict[str, list] = {}
+def parameter_plan(state) -> list[tuple[tuple, nnx.Variable, list[str], bool]]:
+    """``[(path, variable, original names, stacked)]`` for every variable of a ``WanDiT`` state: the original
+    (Wan/DiffSynth/Mirage) name of each parameter, one per layer for the stacked (scanned) ones."""
     plan = []
     for path, var in nnx.to_flat_state(state):
         stacked = path[0] == "blocks" or tuple(path[:2]) == ("vace", "blocks")
-        names = _source_names(tuple(path), var.shape[0] if stacked else 1)
-        plan.append((var, names, stacked))
+        plan.append((tuple(path), var, _source_names(tuple(path), var.shape[0] if stacked else 1), stacked))
+    return plan
+
+
+def _match(state, sources: dict):
+    """Checks ``sources`` against the model ``state``; returns (plan, present groups, all groups). Reads no data."""
+    wanted: dict[str, list] = {}
+    plan = [(var, names, stacked) for _, var, names, stacked in parameter_plan(state)]
+    for _, names, _ in plan:
         for n in names:
-            wanted.setdefault(_group(n), []).append(n)
+            wanted.setdefault(original_group(n), []).append(n)
     unexpected = sorted(set(sources) - {n for names in wanted.values() for n in names})
     if unexpected:
         raise ValueError(f"unexpected keys (not parameters of this model config): {unexpected[:50]}"
@@ -155,19 +176,34 @@ def _match(state, sources: dict):
 def _assign(plan, present, sources, put) -> None:
     """Sets every variable of the present groups to its converted tensor(s) via ``put(value, variable)``."""
     for var, names, stacked in plan:
-        if _group(names[0]) not in present:
+        if original_group(names[0]) not in present:
             continue
         target = var.shape[1:] if stacked else var.shape
         arrays = [_to_ours(n, sources[n][0][sources[n][1]], target) for n in names]
         var.set_value(put(np.stack(arrays) if stacked else arrays[0], var))
 
 
-def load_weights(model: nnx.Module, inputs) -> dict[str, list[str]]:
+def _check_lora_scale(sources: dict, scale: float | None) -> None:
+    """A LoRA file that states its ``lora_rank``/``lora_alpha`` (``mirage-jax export`` writes them) must have
+    the multiplier ``alpha / rank`` of the model it is loaded into."""
+    for st in {id(st): st for st, _ in sources.values()}.values():
+        if scale is None or not {"lora_rank", "lora_alpha"} <= set(st.metadata):
+            continue
+        stated = float(st.metadata["lora_alpha"]) / int(st.metadata["lora_rank"])
+        if not np.isclose(stated, scale, rtol=1e-12, atol=0):
+            raise ValueError(f"{st.path}: LoRA trained with lora_alpha/lora_rank = {st.metadata['lora_alpha']}/"
+                             f"{st.metadata['lora_rank']} = {stated:g}, but config.model.lora_alpha/lora_rank "
+                             f"gives {scale:g}")
+
+
+def load_weights(model: nnx.Module, inputs, lora_scale: float | None = None) -> dict[str, list[str]]:
     """Loads checkpoint ``inputs`` (files/folders) into ``model`` in place (strict, see module docstring).
 
+    ``lora_scale`` (the model's ``lora_alpha / lora_rank``) is checked against LoRA files that state theirs.
     Returns ``{"loaded": groups, "initialised": groups}`` of the groups ("base", "vace", "lora").
     """
     sources = read_sources(inputs)
+    _check_lora_scale(sources, lora_scale)
     state = nnx.state(model)
     plan, present, groups = _match(state, sources)
     _assign(plan, present, sources,
@@ -184,23 +220,38 @@ def load_model(config, inputs, seed: int = 0):
     settings = DiTSettings.from_config(config)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: WanDiT(settings, rngs=nnx.Rngs(0))))
     sources = read_sources(inputs)
+    scale = settings.lora_alpha / settings.lora_rank if settings.lora_rank else None
+    _check_lora_scale(sources, scale)
     plan, present, groups = _match(state, sources)
     if groups - present:
         model = build_model(config, seed=seed)
-        return model, load_weights(model, inputs)
+        return model, load_weights(model, inputs, scale)
     _assign(plan, present, sources, lambda value, var: jnp.asarray(value, var.dtype))
     return nnx.merge(graphdef, state), {"loaded": sorted(present), "initialised": []}
+
+
+# WanTransformer3DModel / WanVACETransformer3DModel config.json: fields read into our config, and fields whose
+# value must be the one given (the I2V-14B image branch and learned position embeddings are not implemented)
+_DIFFUSERS_DIT_READ = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
+                       "text_dim", "freq_dim", "ffn_dim", "num_layers", "eps", "rope_max_seq_len", "vace_layers",
+                       "vace_in_channels")
+_DIFFUSERS_DIT_FIXED = {"cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "image_dim": None,
+                        "added_kv_proj_dim": None, "pos_embed_seq_len": None}
 
 
 def config_from_diffusers(config_json: dict):
     """Our config (``base_config()`` with the model section from a diffusers ``config.json``), fp32 compute."""
     from mirage_jax.config import base_config
 
-    if config_json.get("image_dim") or config_json.get("added_kv_proj_dim"):
-        raise ValueError("diffusers config: image_dim/added_kv_proj_dim (I2V-14B CLIP branch) is not supported")
-    if config_json.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads" or not config_json.get(
-            "cross_attn_norm", True):
-        raise ValueError("diffusers config: only qk_norm='rms_norm_across_heads' with cross_attn_norm=True")
+    known = set(_DIFFUSERS_DIT_READ) | set(_DIFFUSERS_DIT_FIXED)
+    unknown = sorted(k for k in config_json if not k.startswith("_") and k not in known)
+    if unknown:
+        raise ValueError(f"diffusers config: fields this implementation does not support: {unknown}")
+    for key, supported in _DIFFUSERS_DIT_FIXED.items():
+        if config_json.get(key, supported) != supported:
+            raise ValueError(f"diffusers config: {key}={config_json[key]!r} is not supported (expected {supported!r})")
+    if int(config_json.get("rope_max_seq_len", 1024)) < 1024:
+        raise ValueError("diffusers config: rope_max_seq_len < 1024 is not supported (RoPE tables cover 1024)")
     c = base_config()
     m = c.model
     m.num_heads = int(config_json["num_attention_heads"])
@@ -229,53 +280,24 @@ def from_diffusers(folder: str | Path):
     return load_model(config, [folder])[0], config
 
 
-def _settings_json(config) -> dict:
-    from mirage_jax.models import DiTSettings
-
-    s = dataclasses.asdict(DiTSettings.from_config(config))
-    s.pop("rules")
-    return json.loads(json.dumps(s))
+CONVERTED_FILE = "converted.json"  # marks a `convert dit` folder: inputs, loaded and initialised groups
 
 
-_SHAPE_FIELDS = ("dim", "num_layers", "num_heads", "ffn_dim", "patch_size", "in_channels", "out_channels",
-                 "text_dim", "freq_dim", "vace_layers", "vace_in_channels", "lora_rank", "param_dtype")
-
-
-def save_converted(model: nnx.Module, config, out: str | Path) -> Path:
-    """Writes the model state as an Orbax checkpoint ``out/state`` plus ``out/dit_settings.json``."""
+def save_converted(model: nnx.Module, config, out: str | Path, groups: dict, inputs) -> Path:
+    """Writes ``out/state`` (Orbax, the model state), ``out/config.json`` (the config it was made with) and
+    ``out/converted.json`` (inputs, parameter groups loaded and freshly initialised); atomically (nothing under
+    ``out`` until complete). ``mirage_jax.checkpoints`` loads the folder back."""
     import orbax.checkpoint as ocp
 
-    out = Path(out).absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(out / "state", nnx.state(model), force=True)
-    (out / "dit_settings.json").write_text(json.dumps(_settings_json(config), indent=1))
-    return out
+    from mirage_jax.output_dirs import new_output_dir
 
-
-def load_converted(config, directory: str | Path, mesh: jax.sharding.Mesh | None = None):
-    """The ``WanDiT`` of ``config`` with the parameters of a ``save_converted`` directory (sharded on ``mesh``).
-
-    The shape-defining fields of ``config.model`` must equal those the checkpoint was written with.
-    """
-    import orbax.checkpoint as ocp
-
-    from mirage_jax.models import DiTSettings, WanDiT, state_shardings
-
-    directory = Path(directory).absolute()
-    saved = json.loads((directory / "dit_settings.json").read_text())
-    ours = _settings_json(config)
-    diff = {k: (saved.get(k), ours[k]) for k in _SHAPE_FIELDS if saved.get(k) != ours[k]}
-    if diff:
-        raise ValueError(f"{directory}: checkpoint was written for other model sizes (saved, config): {diff}")
-    settings = DiTSettings.from_config(config)
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: WanDiT(settings, rngs=nnx.Rngs(0))))
-    if mesh is not None:
-        shard = state_shardings(abstract, mesh, settings.rules)
-        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shard)
-    with ocp.StandardCheckpointer() as ckpt:
-        state = ckpt.restore(directory / "state", abstract)
-    return nnx.merge(graphdef, state)
+    with new_output_dir(out) as staging:
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(staging / "state", nnx.state(model))
+        (staging / "config.json").write_text(config.to_json_best_effort(indent=2))
+        record = {"inputs": [str(Path(i).absolute()) for i in inputs], **groups}
+        (staging / CONVERTED_FILE).write_text(json.dumps(record, indent=2))
+    return Path(out).absolute()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -289,9 +311,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mirage_jax.config import load_config
+    from mirage_jax.output_dirs import check_new_output
 
-    config = load_config(args.config, args.overrides)
-    model, groups = load_model(config, args.input, seed=args.seed)
-    out = save_converted(model, config, args.out)
+    try:
+        config = load_config(args.config, args.overrides)
+        check_new_output(args.out, "--out")
+        model, groups = load_model(config, args.input, seed=args.seed)
+        out = save_converted(model, config, args.out, groups, args.input)
+    except ValueError as err:
+        print(f"mirage-jax convert dit: error: {err}", file=sys.stderr)
+        return 2
     print(f"loaded {groups['loaded']}, freshly initialised {groups['initialised']}; wrote {out}")
     return 0

@@ -1,8 +1,9 @@
-"""Torch-free, lazy safetensors reading: one tensor at a time, bf16 included.
+"""Torch-free, lazy safetensors reading and streaming writing: one tensor at a time, bf16 included.
 
 ``safetensors.numpy`` cannot represent bfloat16, and loading a 5 B-parameter file whole does not fit next
-to a JAX copy in host RAM, so this reader memory-maps the file and hands out numpy views tensor by tensor.
-Nothing here unpickles anything.
+to a JAX copy in host RAM, so this reader memory-maps the file and hands out numpy views tensor by tensor,
+and ``write_safetensors`` writes the header first and then each tensor as it is produced. Nothing here
+unpickles anything.
 """
 
 from __future__ import annotations
@@ -60,6 +61,34 @@ class SafetensorsFile:
         start, end = entry["data_offsets"]
         raw = self._mmap[self._data_start + start : self._data_start + end]
         return raw.view(_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+
+
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+def write_safetensors(path: str | Path, tensors, metadata: dict[str, str] | None = None) -> Path:
+    """Writes a safetensors file from ``tensors``: a list of ``(name, shape, dtype, produce)`` where
+    ``produce()`` returns the array (called once, in order, so only one tensor is in host memory at a time).
+    ``metadata`` (str → str) goes to the header's ``__metadata__``.
+    """
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, shape, dtype, _ in tensors:
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        header[name] = {"dtype": _NAMES[np.dtype(dtype)], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    path = Path(path)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for name, shape, dtype, produce in tensors:
+            array = np.ascontiguousarray(produce(), dtype=dtype)
+            if array.shape != tuple(shape):
+                raise ValueError(f"{path}: tensor {name!r} produced shape {array.shape}, announced {tuple(shape)}")
+            f.write(array.tobytes())
+    return path
 
 
 def open_checkpoint(path: str | Path) -> dict[str, SafetensorsFile]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 import numpy as np
 
@@ -61,6 +62,11 @@ def to_flax_layout(name: str, value: np.ndarray) -> np.ndarray:
 def infer_config(tensors: dict[str, np.ndarray], num_heads: int) -> UMT5Config:
     """Sizes from the tensor shapes (heads from the position table, or ``num_heads`` if absent)."""
     names = {to_original(k): v for k, v in tensors.items()}
+    needed = ("token_embedding.weight", "blocks.0.pos_embedding.embedding.weight", "blocks.0.attn.q.weight",
+              "blocks.0.ffn.fc1.weight")
+    missing = [k for k in needed if k not in names]
+    if missing:
+        raise ValueError(f"not a umT5 encoder checkpoint: no tensors {missing} (original or transformers names)")
     vocab, dim = names["token_embedding.weight"].shape
     layers = 1 + max(int(k.split(".")[1]) for k in names if k.startswith("blocks."))
     buckets, heads = names["blocks.0.pos_embedding.embedding.weight"].shape
@@ -85,11 +91,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tensors = read_state(args.source)
-    tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.") and k != "lm_head.weight"}
-    cfg = infer_config(tensors, num_heads=64)
-    cfg = UMT5Config(**{**cfg.__dict__, "max_distance": args.max_distance})
-    model = load_into(UMT5Encoder(cfg), list(tensors.items()))
-    save(model, args.out)
+    from mirage_jax.output_dirs import check_new_output
+
+    try:
+        check_new_output(args.out, "--out")
+        tensors = read_state(args.source)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.") and k != "lm_head.weight"}
+        cfg = infer_config(tensors, num_heads=64)
+        cfg = UMT5Config(**{**cfg.__dict__, "max_distance": args.max_distance})
+        model = load_into(UMT5Encoder(cfg), list(tensors.items()))
+        save(model, args.out)
+    except ValueError as err:
+        print(f"mirage-jax convert umt5: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}: umT5 encoder {cfg}")
     return 0

@@ -12,9 +12,11 @@ mismatches are all listed in one ``ValueError``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -162,25 +164,51 @@ def read_tensors(source: str | Path) -> tuple[dict[str, np.ndarray], bool]:
     return tensors, original
 
 
-def config_from_diffusers(config: Mapping) -> VAEConfig:
-    """``VAEConfig`` from a diffusers ``AutoencoderKLWan`` ``config.json`` (2.2 layout required)."""
-    if not config.get("is_residual") or config.get("patch_size") != 2:
-        raise ValueError("AutoencoderKLWan config: only the Wan2.2 layout (is_residual, patch_size 2) is supported")
+# AutoencoderKLWan config.json fields and what this implementation supports (None: any value)
+_DIFFUSERS_VAE_FIELDS = {
+    "base_dim": None, "decoder_base_dim": None, "z_dim": None, "dim_mult": None, "num_res_blocks": None,
+    "temperal_downsample": None, "latents_mean": None, "latents_std": None,
+    "dropout": None,  # inactive at inference
+    "attn_scales": [],  # no attention inside the down/up blocks (the Wan2.2 layout)
+    "is_residual": True, "patch_size": 2, "in_channels": 12, "out_channels": 12, "scale_factor_temporal": 4,
+    "scale_factor_spatial": None,  # checked against dim_mult below
+}
+
+
+def config_from_diffusers(config: Mapping, source: str = "AutoencoderKLWan config") -> VAEConfig:
+    """``VAEConfig`` (sizes and the folder's own ``latents_mean`` / ``latents_std``) from a diffusers
+    ``AutoencoderKLWan`` ``config.json``; fields or values this implementation does not support are refused."""
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in _DIFFUSERS_VAE_FIELDS)
+    if unknown:
+        raise ValueError(f"{source}: fields this implementation does not support: {unknown}")
+    for key, supported in _DIFFUSERS_VAE_FIELDS.items():
+        if supported is not None and config.get(key) != supported:
+            raise ValueError(f"{source}: {key}={config.get(key)!r} is not supported (the Wan2.2 layout has "
+                             f"{supported!r})")
+    dim_mult = tuple(config.get("dim_mult", (1, 2, 4, 4)))
+    spatial = config.get("scale_factor_spatial")
+    if spatial is not None and spatial != 2 * 2 ** (len(dim_mult) - 1):
+        raise ValueError(f"{source}: scale_factor_spatial={spatial} but dim_mult {list(dim_mult)} gives "
+                         f"{2 * 2 ** (len(dim_mult) - 1)}")
+    if config.get("latents_mean") is None or config.get("latents_std") is None:
+        raise ValueError(f"{source}: latents_mean and latents_std are required (the latent normalisation)")
     base = config.get("base_dim", 96)
     return VAEConfig(
         base_dim=base,
         decoder_base_dim=config.get("decoder_base_dim") or base,
         z_dim=config.get("z_dim", 16),
-        dim_mult=tuple(config.get("dim_mult", (1, 2, 4, 4))),
+        dim_mult=dim_mult,
         num_res_blocks=config.get("num_res_blocks", 2),
         temporal_downsample=tuple(config.get("temperal_downsample", (False, True, True))),
+        latents_mean=tuple(float(v) for v in config["latents_mean"]),
+        latents_std=tuple(float(v) for v in config["latents_std"]),
     )
 
 
 def from_diffusers(folder: str | Path) -> tuple[WanVAE, VAEConfig]:
     """A diffusers ``AutoencoderKLWan`` folder → ``(WanVAE, VAEConfig)`` with ``encode``/``decode``."""
     folder = Path(folder)
-    cfg = config_from_diffusers(json.loads((folder / "config.json").read_text()))
+    cfg = config_from_diffusers(json.loads((folder / "config.json").read_text()), str(folder / "config.json"))
     tensors, original = read_tensors(folder)
     return load_into(WanVAE(cfg), tensors.items(), original_names=original), cfg
 
@@ -194,13 +222,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mirage_jax.output_dirs import check_new_output
+
     source = Path(args.source)
-    if source.is_dir():
-        vae, cfg = from_diffusers(source)
-    else:
-        cfg = VAEConfig(base_dim=args.base_dim, decoder_base_dim=args.decoder_base_dim, z_dim=args.z_dim)
-        tensors, original = read_tensors(source)
-        vae = load_into(WanVAE(cfg), tensors.items(), original_names=original)
-    save(vae, args.out)
-    print(f"wrote {args.out}: Wan2.2 VAE {cfg}")
+    try:
+        check_new_output(args.out, "--out")
+        if source.is_dir():
+            vae, cfg = from_diffusers(source)
+        else:  # the official .pth / a safetensors copy: sizes from the flags, the built-in Wan2.2 statistics
+            cfg = VAEConfig(base_dim=args.base_dim, decoder_base_dim=args.decoder_base_dim, z_dim=args.z_dim)
+            tensors, original = read_tensors(source)
+            vae = load_into(WanVAE(cfg), tensors.items(), original_names=original)
+        save(vae, args.out)
+    except ValueError as err:
+        print(f"mirage-jax convert vae: error: {err}", file=sys.stderr)
+        return 2
+    stats = "the folder's" if cfg.latents_mean is not None else "the built-in Wan2.2"
+    sizes = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg.architecture()).items() if v is not None)
+    print(f"wrote {args.out}: Wan2.2 VAE ({sizes}) with {stats} latent statistics")
     return 0

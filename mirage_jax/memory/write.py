@@ -40,18 +40,24 @@ from mirage_jax.memory.validate import (
 _MAX_WRITE_ID = 2**31 - 1
 
 
-def lift(latents, depths, intrinsics, cam2world, keep, mode: str):
-    """Latent cells as world points: ``(points [M, 3], features [M, C], ok [M], frame [M] (0..T-1))``.
+def lift_cells(depths, intrinsics, cam2world, keep, hw, mode: str):
+    """The cells of a ``hw = (h, w)`` latent grid as world points: ``(points [T·h·w, 3], ok [T·h·w])``.
 
-    ``M = T·h·w`` in (frame, row, column) order. ``intrinsics`` are at the depth resolution and are scaled
-    to the latent grid (fx, cx by w/W; fy, cy by h/H); cell ``(u, v)`` is back-projected from its integer
-    centre.
+    Cells in (frame, row, column) order. ``depths [T, Hd, Wd]`` (and ``keep``) are brought to the grid
+    (``downsample_depth``); ``intrinsics`` are at the depth resolution and are scaled to the grid (fx, cx by
+    w/W; fy, cy by h/H); cell ``(u, v)`` is back-projected from its integer centre.
     """
-    t, h, w, c = latents.shape
-    depth, ok = downsample_depth(depths, keep, (h, w), mode)
-    k_latent = geometry.scale_intrinsics(intrinsics, depths.shape[1:], (h, w))
+    depth, ok = downsample_depth(depths, keep, tuple(hw), mode)
+    k_latent = geometry.scale_intrinsics(intrinsics, depths.shape[1:], tuple(hw))
     points = geometry.backproject_to_world(depth, k_latent, cam2world).reshape(-1, 3)
-    ok = ok.reshape(-1) & jnp.isfinite(points).all(axis=-1)
+    return points, ok.reshape(-1) & jnp.isfinite(points).all(axis=-1)
+
+
+def lift(latents, depths, intrinsics, cam2world, keep, mode: str):
+    """Latent cells as world points: ``(points [M, 3], features [M, C], ok [M], frame [M] (0..T-1))``,
+    ``M = T·h·w`` (see ``lift_cells``)."""
+    t, h, w, c = latents.shape
+    points, ok = lift_cells(depths, intrinsics, cam2world, keep, (h, w), mode)
     frame = jnp.repeat(jnp.arange(t, dtype=jnp.int32), h * w)
     return points, latents.reshape(-1, c), ok, frame
 

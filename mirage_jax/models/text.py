@@ -8,8 +8,9 @@ Kinds (``config.text.kind``):
 
 * ``"none"`` — all zeros (CPU configs without captions).
 * ``"umt5"`` — the umT5 encoder (:mod:`mirage_jax.models.umt5`) with weights from ``config.text.checkpoint``
-  (Orbax, from ``mirage-jax convert umt5``) and a tokenizer from the LOCAL file ``config.text.tokenizer_path``
-  (``tokenizer.json`` via ``tokenizers`` or a SentencePiece ``.model``).
+  (Orbax, from ``mirage-jax convert umt5``; ``"random"``: seeded random weights, for tests and tiny configs)
+  and a tokenizer from the LOCAL file ``config.text.tokenizer_path`` (``tokenizer.json`` via ``tokenizers`` or
+  a SentencePiece ``.model``).
 
 Every embedding is cached by prompt: in memory, and also on disk when ``config.text.cache_dir`` is set (one
 ``<sha256(prompt)>.npz`` per prompt), so training never re-encodes a caption.
@@ -23,6 +24,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+RANDOM_WEIGHTS = "random"  # config.text.checkpoint value: a randomly initialised umT5 (tests, tiny configs)
 
 
 def clean_prompt(text: str) -> str:
@@ -177,10 +180,14 @@ def make_text_encoder(config) -> TextEncoder:
         return ZeroTextEncoder(text.max_length, text.dim)
     if text.kind == "umt5":
         if not text.checkpoint:
-            raise ValueError("config.text.checkpoint: empty; convert one with `mirage-jax convert umt5`")
+            raise ValueError("config.text.checkpoint: empty; convert one with `mirage-jax convert umt5` "
+                             f"(or {RANDOM_WEIGHTS!r} for a randomly initialised encoder in tests and tiny configs)")
         from mirage_jax.models import umt5  # noqa: PLC0415
 
-        model = umt5.load(text.checkpoint, text)
+        if text.checkpoint == RANDOM_WEIGHTS:
+            model = umt5.UMT5Encoder(umt5.UMT5Config.from_config(text), seed=0)
+        else:
+            model = umt5.load(text.checkpoint, text)
         if model.dim != text.dim:
             raise ValueError(f"config.text.dim={text.dim} but the umT5 checkpoint has dim {model.dim}")
         return make_umt5_text_encoder(model, Tokenizer(text.tokenizer_path, text.max_length), text.cache_dir)

@@ -1,5 +1,5 @@
-"""Training: flow-matching loss, optimizer, sharded jit step, Orbax checkpoints, metrics, the loop and CLI.
+"""Training: flow-matching loss, optimizer, sharded jit step, metrics, the loop and CLI.
 
-Entry points: ``mirage_jax.train.loop.train(config, workdir) -> summary`` and
-``mirage_jax.train.checkpoint.restore_model(config, checkpoint_dir) -> model``.
+Entry point: ``mirage_jax.train.loop.train(config, workdir) -> summary``; the trained model is read back with
+``mirage_jax.checkpoints`` (``load_model(open_source(workdir), config)``).
 """

@@ -6,8 +6,10 @@ parameters of ``mirage_jax.models.lora.trainable_filter(stage)``; the global ste
 ``train.checkpoint_every`` steps, at the end, and on SIGTERM, the run saves a checkpoint (async) to
 ``workdir/checkpoints``; running again with the same ``workdir`` resumes from the latest one (model,
 optimizer when still in the same stage, step, RNG, data-iterator position), so ``k`` steps + restart + ``m``
-steps equal ``k + m`` steps straight. Process 0 writes ``workdir/metrics.jsonl``, TensorBoard events and
-``workdir/config.json``.
+steps equal ``k + m`` steps straight. A new run with ``model.init_checkpoint`` starts from that model source
+(``mirage_jax.checkpoints``: a run, a converted DiT, an export) instead of random weights, for the parameter
+groups the source holds. Process 0 writes ``workdir/metrics.jsonl``, TensorBoard events, ``workdir/config.json``
+and ``workdir/init_checkpoint.json`` (where the run started).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mirage_jax.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, abstract_like, make_depth_head
+from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
+from mirage_jax.config import config_from_json, describe_differences, differences, model_fields
+from mirage_jax.models.depth_head import make_depth_head
 from mirage_jax.train.loss import NUM_BUCKETS, LossSettings
 from mirage_jax.train.metrics import (
     MetricsWriter,
@@ -82,11 +86,12 @@ def constant_score_latent(config, latent_space, frames: int) -> jax.Array | None
     return jnp.asarray(latent_space.encode(video)[0], jnp.float32)
 
 
-def _check_resumable(meta: dict, config) -> None:
-    stored = json.loads(meta["config"])
-    for section in ("model", "latent"):
-        if stored.get(section) != json.loads(config[section].to_json_best_effort()):
-            raise ValueError(f"workdir holds a checkpoint with a different config.{section}; use a new --workdir")
+def _check_resumable(meta: dict, config, workdir: Path) -> None:
+    """A run resumes only with the model it started with (every model-defining field equal)."""
+    diff = differences(config_from_json(meta["config"])[0], config, model_fields())
+    if diff:
+        raise ValueError(f"--workdir {workdir} holds a run of another model: "
+                         f"{describe_differences(diff, 'run', 'config')}; use a new --workdir")
 
 
 class _Run:
@@ -104,14 +109,15 @@ class _Run:
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.model = build_model(config, seed=config.seed, mesh=mesh)
         self.head = make_depth_head(config, config.seed) if config.train.depth_head else None
+        self.checkpointer = Checkpointer(workdir / CHECKPOINT_SUBDIR, keep=config.train.keep_checkpoints,
+                                         async_save=config.train.async_checkpointing)
+        self.init_record = self.start_from_init_checkpoint() if self.checkpointer.latest_step() is None else None
         latent_space = make_latent_space(config)
         text_encoder = make_text_encoder(config)
         self.empty_context = jax.device_put(jnp.asarray(text_encoder.encode([""])[0], jnp.float32), self.replicated)
         self.make_iterator = lambda: make_train_iterator(  # noqa: E731
             config, latent_space, text_encoder, process_index=jax.process_index(), process_count=jax.process_count())
         self.iterator = self.make_iterator()
-        self.checkpointer = Checkpointer(workdir / CHECKPOINT_SUBDIR, keep=config.train.keep_checkpoints,
-                                         async_save=config.train.async_checkpointing)
         self.writer = MetricsWriter(workdir, enabled=self.is_chief)
 
         # a separate iterator from the same start: its first batches are the fixed evaluation batches
@@ -137,7 +143,20 @@ class _Run:
         self.summary = {"step": 0, "loss": None, "eval_loss": None, "steps_per_second": None,
                         "examples_per_second": None, "data_wait_fraction": None, "resumed_from": None,
                         "preempted": False, "checkpoint_dir": str(workdir / CHECKPOINT_SUBDIR),
-                        "workdir": str(workdir)}
+                        "workdir": str(workdir), "init_checkpoint": self.init_record}
+
+    def start_from_init_checkpoint(self) -> dict | None:
+        """Loads ``model.init_checkpoint`` into the fresh model (the groups it holds; the rest stay fresh) and
+        records where the run started (``WORKDIR/init_checkpoint.json``, and every checkpoint's meta)."""
+        from mirage_jax.checkpoints import init_from_source, open_source
+
+        if not self.config.model.init_checkpoint:
+            return None
+        source = open_source(self.config.model.init_checkpoint, field="config.model.init_checkpoint")
+        record = init_from_source(self.model, source, self.config, self.mesh)
+        if self.is_chief:
+            (self.workdir / "init_checkpoint.json").write_text(json.dumps(record, indent=2))
+        return record
 
     def global_batch(self, local: dict) -> dict:
         """Host-local numpy batch → global arrays sharded along the batch axis (the keys the step uses)."""
@@ -153,7 +172,8 @@ class _Run:
         if latest is None:
             return
         meta = self.checkpointer.meta(latest)
-        _check_resumable(meta, self.config)
+        _check_resumable(meta, self.config, self.workdir)
+        self.init_record = self.summary["init_checkpoint"] = meta.get("init_checkpoint")
         _, model_state = nnx.split(self.model)
         scalar = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated)  # noqa: E731
         head = None if self.head is None else jax.tree.map(scalar, nnx.state(self.head))
@@ -183,7 +203,7 @@ class _Run:
             depth_head=state["trainable"].get("head"),
             train={"step": state["step"], "rng": state["rng"]}, data_iterator=self.iterator,
             meta={"config": self.config.to_json_best_effort(), "stage": stage, "stage_index": stage_index,
-                  "step": self.step})
+                  "step": self.step, "init_checkpoint": self.init_record})
 
     def stage_state(self, stage: str, stage_index: int, num_steps: int, end: int):
         """(graphdef, tx, schedule, sharded train state, its shardings) for a stage, optimizer fresh or restored."""

@@ -24,6 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mirage_jax.models.depth_head import depth_head_loss
 from mirage_jax.models.partitioning import state_shardings
 from mirage_jax.sharding import logical_to_spec
 from mirage_jax.train.loss import LossSettings, flow_matching_loss
@@ -88,8 +89,6 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, settings: LossSe
         loss, aux = flow_matching_loss(model, micro, key, settings, empty_context, score_latent)
         aux["loss"] = loss
         if head_graphdef is not None:
-            from mirage_jax.world.depth import depth_head_loss
-
             head = nnx.merge(head_graphdef, trainable["head"])
             aux["depth_loss"] = depth_head_loss(head, micro["target_latents"], micro["target_depth"])
             loss = loss + depth_weight * aux["depth_loss"]

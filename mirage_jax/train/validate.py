@@ -68,6 +68,14 @@ def validate_config(config, device_count: int | None = None, process_count: int 
     if "vace" in stages:
         _check(len(config.model.vace_layers) > 0, "model.vace_layers", config.model.vace_layers,
                "non-empty when a 'vace' stage is trained")
+    if "lora" in stages:
+        _check(config.model.lora_rank > 0, "model.lora_rank", config.model.lora_rank,
+               "> 0 when a 'lora' stage is trained")
+    if config.model.init_checkpoint:
+        from mirage_jax.checkpoints.sources import check_compatible, model_groups, open_source
+
+        source = open_source(config.model.init_checkpoint, field="config.model.init_checkpoint")
+        check_compatible(source, config, [g for g in source.groups if g in model_groups(config)])
     _check(t.num_steps >= 1, "train.num_steps", t.num_steps, ">= 1")
     _check(len(t.stage_steps) in (0, len(stages)), "train.stage_steps", t.stage_steps,
            f"() or one step count per stage ({len(stages)})")

@@ -4,8 +4,9 @@
 path; ``save_rollout`` writes it; ``evaluate`` compares the cache variants on procedural worlds.
 """
 
+from mirage_jax.models.depth_head import LatentDepthHead, depth_head_loss
 from mirage_jax.world.cache import CACHES
-from mirage_jax.world.depth import LatentDepthHead, depth_head_loss, make_depth_source
+from mirage_jax.world.depth import make_depth_source
 from mirage_jax.world.outputs import save_rollout
 from mirage_jax.world.plan import Chunk, iteration_plan
 from mirage_jax.world.rollout import RolloutResult, check_inputs, rollout

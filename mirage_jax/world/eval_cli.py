@@ -1,4 +1,4 @@
-"""``mirage-jax eval --config CONFIG --checkpoint DIR --out OUT [--trajectories revisit,loop] [--frames N]
+"""``mirage-jax eval --checkpoint SOURCE [--config CONFIG] --out OUT [--trajectories revisit,loop] [--frames N]
 [--variants latent,none,rgb]``: the consistency evaluation of ``world.evaluate`` (``OUT/eval.json``, plots,
 contact sheets, videos), with its table printed."""
 
@@ -28,13 +28,13 @@ def run(args) -> int:
     from mirage_jax.world.plan import check_video_length  # noqa: PLC0415
 
     try:
-        config, depth_source = load_config_and_check(args)
+        config, depth_source, source = load_config_and_check(args)
         if args.frames is not None:
             check_video_length(args.frames, "--frames")
         check_choices(args.trajectories, args.variants)
         if args.seed is not None:
             config.sample.seed = args.seed
-        model, head = load_model(config, args, depth_source)
+        model, head = load_model(config, source, depth_source)
         results = evaluate(config, model, args.out, trajectories=args.trajectories, num_frames=args.frames,
                            seed=args.world_seed, variants=args.variants, depth_source=depth_source, depth_head=head,
                            progress=not args.quiet, save_videos=not args.no_videos)

@@ -1,5 +1,8 @@
-"""``mirage-jax generate --config CONFIG --checkpoint DIR (--geometry geometry.npz | --procedural SEED)
+"""``mirage-jax generate --checkpoint SOURCE [--config CONFIG] (--geometry geometry.npz | --procedural SEED)
 --frames N --out DIR [--cache latent|none|rgb] [--depth-source geometry|head]``.
+
+``SOURCE`` is a training workdir (``--step`` to pick a checkpoint), a ``convert dit`` folder or an export; its
+own config is used, with ``--config`` and ``--config.a.b=value`` on top (``mirage_jax.world.loading``).
 
 Generates a video along the camera path of an official ``geometry.npz`` (or a procedural world's path) from
 its first frame, and writes ``generated.mp4``, ``chunk_XXX.mp4``, ``metadata.json`` (and ``memory.npz`` with
@@ -34,7 +37,7 @@ def run(args) -> int:
     from mirage_jax.world.rollout import check_inputs, rollout  # noqa: PLC0415
 
     try:
-        config, depth_source = load_config_and_check(args)
+        config, depth_source, source = load_config_and_check(args)
         check_video_length(args.frames, "--frames")
         cache = args.cache or config.sample.cache
         if args.geometry:
@@ -48,7 +51,7 @@ def run(args) -> int:
                                int(config.data.width), args.trajectory)
         check_inputs(config, clip, args.frames, start=args.start, cache=cache,
                      depth_source="geometry" if depth_source == "head" else depth_source)
-        model, head = load_model(config, args, depth_source)
+        model, head = load_model(config, source, depth_source)
         result = rollout(config, model, clip, args.frames, cache=cache, depth_source=depth_source, depth_head=head,
                          prompt=args.prompt, seed=args.seed, start=args.start, progress=not args.quiet)
     except ValueError as err:

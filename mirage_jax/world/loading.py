@@ -1,18 +1,30 @@
-"""What the ``generate`` and ``eval`` commands share: config + checkpoint loading, validated up front."""
+"""What the ``generate`` and ``eval`` commands share: the model source and its config, checked up front.
+
+``--checkpoint`` is any model source of ``mirage_jax.checkpoints`` (a training workdir, a ``convert dit``
+folder, an export) or ``random``. The config is the source's own (``--config`` and overrides on top; the
+model-defining fields stay the source's and every difference is printed as a note), so a run can be
+generated from without repeating how it was configured.
+"""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
 from mirage_jax.config import accept_config_overrides
 
+RANDOM = "random"
+
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--checkpoint``, ``--out`` and ``--config.a.b=value`` overrides."""
-    parser.add_argument("--config", required=True, help="config file (configs/tiny.py) or name (tiny)")
+    """``--config``, ``--checkpoint``, ``--step``, ``--out`` and ``--config.a.b=value`` overrides."""
+    parser.add_argument("--config", default=None,
+                        help="config file (configs/tiny.py) or name (tiny) on top of the checkpoint's own config; "
+                             "required with --checkpoint random")
     parser.add_argument("--checkpoint", required=True,
-                        help="training workdir or checkpoint folder ('random' = randomly initialised model)")
+                        help="training workdir, `mirage-jax convert dit` folder or `mirage-jax export` folder "
+                             "('random' = a randomly initialised model)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step of a training run (default: latest)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--depth-source", default=None, choices=("geometry", "head"),
                         help="write-back depth (default config.sample.depth_source)")
@@ -22,26 +34,41 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config_and_check(args):
-    """The config (with overrides) and the depth source; a missing checkpoint is an error before any compute."""
+    """``(config, depth source, model source or None)``; every problem is a ``ValueError`` before any compute.
+
+    Notes on what was kept from the checkpoint's config go to stderr.
+    """
     from mirage_jax.config import load_config  # noqa: PLC0415
 
-    config = load_config(args.config, getattr(args, "overrides", []))
-    if args.checkpoint != "random" and not Path(args.checkpoint).is_dir():
-        raise ValueError(f"--checkpoint {args.checkpoint!r}: no such directory; pass a training workdir "
-                         "(mirage-jax train --workdir DIR) or 'random' for an untrained model")
+    overrides = getattr(args, "overrides", [])
+    if args.checkpoint == RANDOM:
+        if args.step is not None:
+            raise ValueError("--step: a random model has no steps")
+        if args.config is None:
+            raise ValueError("--config: required with --checkpoint random (there is no checkpoint to read it from)")
+        config, source = load_config(args.config, overrides), None
+    else:
+        from mirage_jax.checkpoints import open_source, resolve_config  # noqa: PLC0415
+
+        source = open_source(args.checkpoint, args.step)
+        config, notes = resolve_config(source, args.config, overrides)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     depth_source = args.depth_source or config.sample.depth_source
-    return config, depth_source
+    if depth_source == "head" and (source is None or not source.has_depth_head):
+        raise ValueError("--depth-source head needs a trained checkpoint with a depth head "
+                         "(train with --config.train.depth_head=true)")
+    return config, depth_source, source
 
 
-def load_model(config, args, depth_source: str):
-    """``(model, depth_head)`` from ``--checkpoint`` (the head only when the depth source is 'head')."""
+def load_model(config, source, depth_source: str):
+    """``(model, depth_head)`` from the model source (a random model for ``None``; the head only when the
+    depth source is 'head')."""
+    from mirage_jax.checkpoints import load_depth_head  # noqa: PLC0415
+    from mirage_jax.checkpoints import load_model as load_source_model  # noqa: PLC0415
     from mirage_jax.models import build_model  # noqa: PLC0415
-    from mirage_jax.train import checkpoint  # noqa: PLC0415
 
-    if args.checkpoint == "random":
-        if depth_source == "head":
-            raise ValueError("--depth-source head needs a trained checkpoint with a depth head, not 'random'")
+    if source is None:
         return build_model(config, seed=int(config.seed)), None
-    model = checkpoint.restore_model(config, args.checkpoint)
-    head = checkpoint.restore_depth_head(config, args.checkpoint) if depth_source == "head" else None
-    return model, head
+    head = load_depth_head(source, config) if depth_source == "head" else None
+    return load_source_model(source, config), head

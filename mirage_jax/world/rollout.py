@@ -8,7 +8,10 @@ path, chunk by chunk (``plan.iteration_plan``). Per chunk:
    nothing (zero scene, all-miss hit mask);
 2. **context**: the preceding latents (the ``P`` generated latents before the chunk's frame 0) with the
    scene reads stored when they were generated, and up to ``R`` reference latents from the history chosen
-   by voxel IoU with the target views (``memory.select_references``, threshold and top-k from the config);
+   by voxel IoU with the target views (threshold and top-k from the config). ``memory.reference_rule``:
+   ``"frozen"`` (default, the official rule) scores each history latent by what it saw right after its chunk
+   was written (``memory.history``); ``"current"`` recomputes its view from the cache now
+   (``memory.select_references``);
 3. **denoise** the chunk in one compiled program (``denoiser.denoise_chunk``), frame 0 fixed to the clean
    latent (the input image's for chunk 0, the previous chunk's last latent after);
 4. **decode** and **write back** the chunk's latents 1.. with depth from the selected source (``depth.py``);
@@ -32,7 +35,7 @@ from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.models.text import make_text_encoder
 from mirage_jax.models.vace import build_control
 from mirage_jax.sampling import schedule_args
-from mirage_jax.world.cache import CACHES, Views, make_cache
+from mirage_jax.world.cache import CACHES, REFERENCE_RULES, FrozenReferences, Views, make_cache
 from mirage_jax.world.denoiser import denoise_chunk, split_model
 from mirage_jax.world.depth import make_depth_source
 from mirage_jax.world.plan import Chunk, iteration_plan
@@ -67,6 +70,9 @@ def check_inputs(config, clip: dict, num_frames: int, *, start: int = 0, cache: 
     """Validates everything a rollout needs before any compute; returns the iteration plan."""
     if cache not in CACHES:
         raise ValueError(f"cache: expected one of {CACHES}, got {cache!r}")
+    if config.memory.reference_rule not in REFERENCE_RULES:
+        raise ValueError(f"config.memory.reference_rule={config.memory.reference_rule!r}: expected one of "
+                         f"{REFERENCE_RULES}")
     for key in ("frames", "depths", "intrinsics", "poses_c2w"):
         if key not in clip:
             raise ValueError(f"geometry: missing key {key!r} (a geometry.npz or procedural clip has it)")
@@ -182,10 +188,17 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
 
     first_image = np.asarray(clip["frames"][start], np.float32)[None] / 127.5 - 1.0  # [1, H, W, 3]
     first_latent = np.asarray(space.encode(first_image[None]))[0]  # [1, h, w, C]
-    scene_cache = make_cache(cache, config, space, total, write_frames=int(config.sample.chunk_frames) // 4)
+    write_frames = int(config.sample.chunk_frames) // 4
+    scene_cache = make_cache(cache, config, space, total, write_frames=write_frames)
+    frozen = None  # the official reference rule's record (memory.reference_rule="frozen"); none without a cache
+    if mem_cfg.reference_rule == "frozen" and cache != "none":
+        frozen = FrozenReferences(total, 1 + len(plan), write_frames, lat_hw, mem_cfg.depth_downsample)
     first = slice(start, start + 1)
-    scene_cache.write(first_latent, first_image, np.asarray(clip["depths"][first], np.float32),
-                      None if masks is None else np.asarray(masks[first]), k_pix[first], poses[first], k_pix[first])
+    first_depth = np.asarray(clip["depths"][first], np.float32)
+    first_keep = None if masks is None else np.asarray(masks[first])
+    scene_cache.write(first_latent, first_image, first_depth, first_keep, k_pix[first], poses[first], k_pix[first])
+    if frozen is not None:
+        frozen.write(first_depth, first_keep, k_pix[first], poses[first])
 
     latents = np.zeros((total, *lat_hw, space.channels), np.float32)
     scenes = np.zeros_like(latents)
@@ -203,8 +216,12 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
         scene, hit = np.asarray(scene, np.float32), np.asarray(hit, bool)
 
         generated = chunk.latent_start + 1 if chunk.index else 0  # latents that exist before this chunk
-        ref_idx, ref_iou = scene_cache.references(views, k_lat[history_pose], poses[history_pose], generated, num_refs,
-                                                  float(mem_cfg.reference_iou_threshold), float(mem_cfg.voxel_size))
+        threshold, voxel = float(mem_cfg.reference_iou_threshold), float(mem_cfg.voxel_size)
+        if frozen is not None:
+            ref_idx, ref_iou = frozen.select(views, generated, num_refs, threshold, voxel)
+        else:
+            ref_idx, ref_iou = scene_cache.references(views, k_lat[history_pose], poses[history_pose], generated,
+                                                      num_refs, threshold, voxel)
         prec_idx = _preceding_indices(chunk, num_prec)
         refs, ref_mask = _pad(latents[ref_idx], num_refs, at_front=True)  # IoU order, as the official
         prec, prec_mask = _pad(latents[prec_idx], num_prec, at_front=False)
@@ -248,6 +265,9 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
         k_depth = np.asarray(geometry.scale_intrinsics(k_pix[new_pose], hw, depth.shape[1:]), np.float32)
         jax.block_until_ready(scene_cache.write(chunk_latents[1:], new_frames, depth, keep, k_depth,
                                                 poses[new_pose], k_pix[new_pose]))
+        if frozen is not None:  # what the chunk's new latents see now (chunk 0: latent 0 too, as the official)
+            frozen.write(depth, keep, k_depth, poses[new_pose])
+            frozen.record(np.arange(g.start, g.stop), k_lat[tgt[new]], poses[tgt[new]])
         write_s = time.perf_counter() - t_write
         total_s = time.perf_counter() - t0
         chunk_meta.append({
@@ -269,6 +289,7 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
         })
     settings = {"cache": cache, "depth_source": depth_source if isinstance(depth_source, str) else "callable",
                 "num_frames": num_frames, "start": start, "seed": seed, "prompt": prompt, "schedule": list(sched),
-                "max_references": num_refs, "num_preceding": num_prec, "height": hw[0], "width": hw[1]}
+                "max_references": num_refs, "num_preceding": num_prec, "height": hw[0], "width": hw[1],
+                "reference_rule": mem_cfg.reference_rule}
     return RolloutResult(np.concatenate(video)[:num_frames], chunk_videos, latents, scenes, hits, chunk_meta,
                          scene_cache.state, settings)

@@ -19,14 +19,16 @@ __all__ = ["VAEConfig", "WanVAE", "load", "load_or_init", "read_config", "restor
 
 
 def save_params(module: nnx.Module, directory: str | Path, config: dict, config_name: str) -> None:
-    """Writes ``directory/state`` (Orbax, the module's ``nnx.Param`` state) and ``directory/<config_name>``."""
+    """Writes ``directory/state`` (Orbax, the module's ``nnx.Param`` state) and ``directory/<config_name>``,
+    atomically into a new (or empty) folder."""
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
-    directory = Path(directory).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / config_name).write_text(json.dumps(config))
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(directory / "state", nnx.state(module, nnx.Param), force=True)
+    from mirage_jax.output_dirs import new_output_dir  # noqa: PLC0415
+
+    with new_output_dir(directory) as staging:
+        (staging / config_name).write_text(json.dumps(config))
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(staging / "state", nnx.state(module, nnx.Param))
 
 
 def read_config(directory: str | Path, config_name: str, field: str) -> dict:
@@ -59,11 +61,13 @@ def load(directory: str | Path) -> WanVAE:
 
 
 def load_or_init(vae_config, seed: int = 0) -> WanVAE:
-    """``config.latent.vae`` → the converted checkpoint if ``checkpoint`` is set, else random init (sizes checked)."""
+    """``config.latent.vae`` → the converted checkpoint if ``checkpoint`` is set (its sizes checked against the
+    config; its latent statistics are the checkpoint's), else random init with the default statistics."""
     cfg = VAEConfig.from_config(vae_config)
     if not vae_config.checkpoint:
         return WanVAE(cfg, seed)
     vae = load(vae_config.checkpoint)
-    if vae.cfg != cfg:
-        raise ValueError(f"config.latent.vae sizes {cfg} differ from the checkpoint's {vae.cfg}")
+    if vae.cfg.architecture() != cfg:
+        raise ValueError(f"config.latent.vae sizes {cfg} differ from the checkpoint's {vae.cfg.architecture()} "
+                         f"({vae_config.checkpoint})")
     return vae

@@ -38,7 +38,12 @@ PATCH = 2  # 2×2 pixel-unshuffle in front of the encoder (RGB → 12 channels)
 
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
-    """Architecture sizes (defaults: the real Wan2.2 VAE, 705 M parameters)."""
+    """Architecture sizes (defaults: the real Wan2.2 VAE, 705 M parameters) and the latent statistics.
+
+    ``latents_mean`` / ``latents_std`` (``[z_dim]`` each) normalise the posterior mean: ``z = (mu - mean) / std``.
+    ``None`` means the built-in Wan2.2 constants for ``z_dim = 48`` (the official ``.pth`` does not carry
+    them) and no normalisation otherwise; a diffusers folder's own values are kept (``convert.vae``).
+    """
 
     base_dim: int = 160
     decoder_base_dim: int = 256
@@ -46,6 +51,28 @@ class VAEConfig:
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
     temporal_downsample: tuple[bool, ...] = (False, True, True)
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        for name in ("latents_mean", "latents_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.z_dim:
+                raise ValueError(f"VAE {name}: expected {self.z_dim} values (z_dim), got {len(value)}")
+        if self.latents_std is not None and min(self.latents_std) <= 0:
+            raise ValueError(f"VAE latents_std: expected positive values, got min {min(self.latents_std)}")
+
+    def architecture(self) -> VAEConfig:
+        """The sizes only (statistics dropped): what must match between a config and a checkpoint."""
+        return dataclasses.replace(self, latents_mean=None, latents_std=None)
+
+    def statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` used to normalise latents (see the class docstring for the defaults)."""
+        if self.latents_mean is not None and self.latents_std is not None:
+            return tuple(self.latents_mean), tuple(self.latents_std)
+        if self.z_dim == len(LATENTS_MEAN):
+            return LATENTS_MEAN, LATENTS_STD
+        return (0.0,) * self.z_dim, (1.0,) * self.z_dim
 
     @classmethod
     def from_config(cls, vae_config) -> VAEConfig:
@@ -166,9 +193,8 @@ class WanVAE(nnx.Module):
         self.decoder = Decoder(cfg, init=init)
 
     def _stats(self) -> tuple[jax.Array, jax.Array]:
-        if self.z_dim != len(LATENTS_MEAN):
-            return jnp.zeros(self.z_dim), jnp.ones(self.z_dim)  # non-48 research configs: identity normalisation
-        return jnp.asarray(LATENTS_MEAN, jnp.float32), jnp.asarray(LATENTS_STD, jnp.float32)
+        mean, std = self.cfg.statistics()
+        return jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
 
     def _chunked(self, part, x: jax.Array, first_len: int, chunk_len: int, mesh, axis) -> jax.Array:
         """Runs the causal ``part(x, cache)`` over time chunks of ``x [B, T, ...]`` (``first_len`` frames, then
