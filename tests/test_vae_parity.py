@@ -1,5 +1,9 @@
 """Wan2.2 VAE parity against diffusers ``AutoencoderKLWan`` (2.2 layout, tiny random config, fp32 CPU).
 
+The diffusers folder carries its own, non-default ``latents_mean`` / ``latents_std`` (random per channel), which
+the conversion must read and keep: the built-in Wan2.2 constants would give latents off by ~100%. Non-square
+frames and a batch of 2.
+
 Tolerances: encode (normalised latents) and decode max |Δ| ≤ 1e-4 (observed ~1e-5: fp32 conv summation order).
 Causality invariants (diffusers_wan.md §2) hold exactly in our implementation: the first chunk and the
 scanned chunks see the same inputs whatever the video length.
@@ -7,16 +11,26 @@ scanned chunks see the same inputs whatever the video length.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from mirage_jax.models.vae.constants import LATENTS_MEAN, LATENTS_STD
 from tests.conftest import require_torch_stack
 
+MEAN = np.random.default_rng(5).normal(0.0, 0.4, 48)  # the folder's own statistics (not the Wan2.2 ones)
+STD = np.random.default_rng(6).uniform(0.3, 2.0, 48)
+
+
+def _normalise(mu, mean, std):
+    return (mu - np.asarray(mean)) / np.asarray(std)
+
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    """(torch model, our converted model, video [1, 9, 32, 32, 3], torch latents, torch decode)."""
+    """(torch model, our converted model, video [2, 9, 32, 64, 3], torch latents normalised with the folder's
+    statistics, torch decode, torch posterior mean, folder)."""
     torch, diffusers = require_torch_stack("diffusers")
     from mirage_jax.convert import from_diffusers
 
@@ -25,50 +39,92 @@ def pair(tmp_path_factory):
     model = diffusers.AutoencoderKLWan(
         base_dim=16, decoder_base_dim=32, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
         patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16,
-        latents_mean=list(LATENTS_MEAN), latents_std=list(LATENTS_STD),
+        latents_mean=MEAN.tolist(), latents_std=STD.tolist(),
     ).eval()  # fmt: skip
     with torch.no_grad():
         for p in model.parameters():  # perturb every parameter so swapped norms/biases would show
             p.add_(0.1 * torch.randn_like(p))
+        for p in model.decoder.conv_out.parameters():  # outputs mostly inside [-1, 1]: the clamp hides nothing
+            p.mul_(0.1)
     folder = tmp_path_factory.mktemp("tiny_vae")
     model.save_pretrained(folder)
     ours, _ = from_diffusers(folder)
 
-    video = np.random.default_rng(0).uniform(-1, 1, (1, 9, 32, 32, 3)).astype(np.float32)
-    mean = torch.tensor(LATENTS_MEAN).view(1, 48, 1, 1, 1)
-    std = torch.tensor(LATENTS_STD).view(1, 48, 1, 1, 1)
+    video = np.random.default_rng(0).uniform(-0.6, 0.6, (2, 9, 32, 64, 3)).astype(np.float32)
     with torch.no_grad():
         mu = model.encode(torch.from_numpy(video).permute(0, 4, 1, 2, 3)).latent_dist.mode()
-        z = (mu - mean) / std
-        out = model.decode(z * std + mean).sample
-    return model, ours, video, z.permute(0, 2, 3, 4, 1).numpy(), out.permute(0, 2, 3, 4, 1).numpy()
+        out = model.decode(mu).sample  # diffusers' decode takes un-normalised latents
+    mu = mu.permute(0, 2, 3, 4, 1).numpy()
+    return model, ours, video, _normalise(mu, MEAN, STD), out.permute(0, 2, 3, 4, 1).numpy(), mu, folder
 
 
 @pytest.fixture(scope="module")
 def ours_latents(pair):
-    _, ours, video, _, _ = pair
+    _, ours, video, *_ = pair
     return np.asarray(ours.encode(video))
 
 
 @pytest.mark.slow
-def test_encode_matches_diffusers(pair, ours_latents):
+def test_encode_matches_diffusers_with_the_folders_statistics(pair, ours_latents):
     z_ref = pair[3]
-    assert ours_latents.shape == z_ref.shape == (1, 3, 2, 2, 48)
+    assert ours_latents.shape == z_ref.shape == (2, 3, 2, 4, 48)
     assert np.abs(ours_latents - z_ref).max() <= 1e-4
+    np.testing.assert_allclose(ours_latents[0], np.asarray(pair[1].encode(pair[2][:1]))[0], atol=1e-5)  # per example
+    # the built-in Wan2.2 constants would be far off: the statistics were read, not assumed
+    assert np.abs(_normalise(pair[5], LATENTS_MEAN, LATENTS_STD) - z_ref).max() > 0.5
 
 
 @pytest.mark.slow
 def test_decode_matches_diffusers(pair):
-    _, ours, _, z_ref, out_ref = pair
+    _, ours, _, z_ref, out_ref, *_ = pair
     out = np.asarray(ours.decode(z_ref))
-    assert out.shape == out_ref.shape == (1, 9, 32, 32, 3)
+    assert out.shape == out_ref.shape == (2, 9, 32, 64, 3)
     assert np.abs(out - out_ref).max() <= 1e-4
     assert out.min() >= -1.0 and out.max() <= 1.0
+    assert np.mean(np.abs(out) > 0.999) < 0.05  # not saturated by the clamp: the comparison means something
+
+
+@pytest.mark.slow
+def test_convert_cli_keeps_the_folders_statistics(pair, ours_latents, tmp_path):
+    """``mirage-jax convert vae`` of the diffusers folder stores its statistics; the latent space built from
+    the converted checkpoint (``config.latent.vae.checkpoint``) encodes with them."""
+    from mirage_jax.cli import main
+    from mirage_jax.config import load_config
+    from mirage_jax.models.latent_space import make_latent_space
+
+    folder = pair[6]
+    assert main(["convert", "vae", "--source", str(folder), "--out", str(tmp_path / "vae")]) == 0
+    stored = json.loads((tmp_path / "vae" / "vae_config.json").read_text())
+    np.testing.assert_allclose(stored["latents_mean"], MEAN, rtol=1e-6)
+    np.testing.assert_allclose(stored["latents_std"], STD, rtol=1e-6)
+    config = load_config("tiny_wan", [f"config.latent.vae.checkpoint={tmp_path / 'vae'}"])
+    np.testing.assert_array_equal(np.asarray(make_latent_space(config).encode(pair[2])), ours_latents)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"attn_scales": [0.5]}, "attn_scales"),
+    ({"clip_output": False}, r"does not support: \['clip_output'\]"),
+    ({"latents_mean": None}, "latents_mean and latents_std are required"),
+    ({"latents_std": [1.0] * 16}, "expected 48 values"),
+    ({"scale_factor_spatial": 8}, "scale_factor_spatial=8"),
+    ({"is_residual": False}, "is_residual"),
+])
+def test_unsupported_diffusers_fields_are_refused(change, message):
+    from mirage_jax.convert.vae import config_from_diffusers
+
+    config = {"_class_name": "AutoencoderKLWan", "base_dim": 16, "decoder_base_dim": 32, "z_dim": 48,
+              "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [], "temperal_downsample":
+              [False, True, True], "dropout": 0.0, "latents_mean": MEAN.tolist(), "latents_std": STD.tolist(),
+              "is_residual": True, "in_channels": 12, "out_channels": 12, "patch_size": 2,
+              "scale_factor_temporal": 4, "scale_factor_spatial": 16}
+    assert config_from_diffusers(config).latents_std == tuple(STD)
+    with pytest.raises(ValueError, match=message):
+        config_from_diffusers({**config, **change})
 
 
 @pytest.mark.slow
 def test_causality_invariants_exact(pair, ours_latents):
-    _, ours, video, _, _ = pair
+    _, ours, video, *_ = pair
     np.testing.assert_array_equal(np.asarray(ours.encode(video[:, :1])), ours_latents[:, :1])
     np.testing.assert_array_equal(np.asarray(ours.encode(video[:, :5])), ours_latents[:, :2])
 
@@ -101,7 +157,7 @@ def test_original_names_map_to_diffusers():
 def test_strict_loading_lists_problems(pair):
     from mirage_jax.convert.vae import load_into
 
-    model, ours, _, _, _ = pair
+    model, ours, *_ = pair
     tensors = {k: v.numpy() for k, v in model.state_dict().items()}
     tensors.pop("encoder.conv_in.bias")
     tensors["encoder.bogus.weight"] = np.zeros(3, np.float32)
@@ -123,7 +179,7 @@ def test_convert_cli_writes_loadable_orbax(pair, tmp_path):
     from mirage_jax.convert import vae as convert_vae
     from mirage_jax.models.vae import load
 
-    model, ours, _, _, _ = pair
+    model, ours, *_ = pair
     expected = [np.asarray(x) for x in jax.tree.leaves(nnx.state(ours, nnx.Param))]
     inverse = _diffusers_to_original_names(model.state_dict().keys())
     original = {inverse[k]: v.numpy() for k, v in model.state_dict().items()}
@@ -147,14 +203,15 @@ def test_pth_through_cli_matches_diffusers(pair, tmp_path):
     from mirage_jax.cli import main
     from mirage_jax.models.vae import load
 
-    model, _, video, z_ref, out_ref = pair
+    model, _, video, _, out_ref, mu, _ = pair
     inverse = _diffusers_to_original_names(model.state_dict().keys())
     torch.save({inverse[k]: v for k, v in model.state_dict().items()}, tmp_path / "Wan2.2_VAE.pth")
     argv = ["--source", str(tmp_path / "Wan2.2_VAE.pth"), "--out", str(tmp_path / "out")]
     assert main(["convert", "vae", *argv, "--base-dim", "16", "--decoder-base-dim", "32"]) == 0
     converted = load(tmp_path / "out")
-    assert np.abs(np.asarray(converted.encode(video)) - z_ref).max() <= 1e-4
-    assert np.abs(np.asarray(converted.decode(z_ref)) - out_ref).max() <= 1e-4
+    z_builtin = _normalise(mu, LATENTS_MEAN, LATENTS_STD)  # the .pth carries no statistics: Wan2.2's apply
+    assert np.abs(np.asarray(converted.encode(video)) - z_builtin).max() <= 1e-4
+    assert np.abs(np.asarray(converted.decode(z_builtin)) - out_ref).max() <= 1e-4
 
 
 class _NotATensor:
