@@ -36,3 +36,23 @@ def require_torch_stack(*modules: str):
 def torch_stack():
     """The torch module (skip or fail as ``require_torch_stack``)."""
     return require_torch_stack()
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """A persistent JAX compilation cache for the module (and the environment for its subprocesses, returned):
+    tests that build the same programs several times (training runs, CLI calls) compile them once."""
+    from jax._src import compilation_cache
+
+    cache = str(tmp_path_factory.mktemp("jax_cache"))
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    saved = {k: getattr(jax.config, k) for k in names}
+    for name, value in zip(names, (cache, 0.0, 0)):
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    for k, v in saved.items():
+        jax.config.update(k, v)
+    compilation_cache.reset_cache()

@@ -5,7 +5,6 @@ All runs share one config (so one compiled step) and a persistent JAX compilatio
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -38,25 +37,10 @@ def overrides(data_dir):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Persistent compilation cache (this process and subprocesses) and a shared procedural dataset folder."""
-    from jax._src import compilation_cache
-
+def env(tmp_path_factory, compile_cache):
+    """The persistent compilation cache (this process and subprocesses) and a shared procedural dataset folder."""
     root = tmp_path_factory.mktemp("train_loop")
-    cache = str(root / "jax_cache")
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    saved = {k: getattr(jax.config, k) for k in names}
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    compilation_cache.reset_cache()
-    sub_env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    yield {"root": root, "data": str(root / "data"), "sub_env": sub_env}
-    for k, v in saved.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
+    return {"root": root, "data": str(root / "data"), "sub_env": compile_cache}
 
 
 @pytest.fixture(scope="module")
