@@ -135,3 +135,38 @@ def test_eval_command_runs(tmp_path, oracle_loader, capsys):
 def test_namespace_defaults():
     args = _args(eval_cli, ["--config", "tiny", "--checkpoint", "random", "--out", "x"])
     assert args.variants == ("latent", "none", "rgb") and args.trajectories == ("revisit", "loop")
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_generate_and_eval_honour_vae_tiling(tmp_path, monkeypatch, tiled):
+    """``latent.vae.tiled`` reaches every VAE call of ``generate`` and ``eval`` (first-frame and ground-truth
+    encodes, chunk decodes): with it, each goes through the tiled path; without it, none does."""
+    from mirage_jax.cli import main
+    from mirage_jax.models.vae import tiling
+
+    calls = {"encode_tiled": 0, "decode_tiled": 0}
+
+    def counting(name):
+        original = getattr(tiling, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(tiling, name, counting(name))
+    overrides = ["--config.latent.vae.tile_hw=(2,4)", "--config.latent.vae.tile_stride_hw=(1,2)",
+                 f"--config.latent.vae.tiled={str(tiled).lower()}", "--config.sample.steps=1",
+                 "--config.sample.chunk_frames=17", "--quiet"]
+    common = ["--config", "tiny_wan", "--checkpoint", "random", *overrides]
+    assert main(["generate", *common, "--procedural", "0", "--frames", "33", "--out", str(tmp_path / "g")]) == 0
+    generated = dict(calls)
+    assert main(["eval", *common, "--frames", "33", "--trajectories", "revisit", "--variants", "latent",
+                 "--out", str(tmp_path / "e"), "--no-videos"]) == 0
+    if tiled:  # generate: frame 0 and the constant score latent encoded, 2 chunks decoded; eval: the same plus
+        assert generated == {"encode_tiled": 2, "decode_tiled": 2}  # the ground-truth encode
+        assert calls == {"encode_tiled": 5, "decode_tiled": 4}
+    else:
+        assert calls == {"encode_tiled": 0, "decode_tiled": 0}

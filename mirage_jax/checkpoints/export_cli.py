@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from mirage_jax.config import accept_config_overrides
 
@@ -45,6 +46,6 @@ def run(args) -> int:
         return 2
     print(json.dumps(info, indent=2))
     if "official_lora_alpha" in info:
-        print(f"official inference: --lora-checkpoint {args.out}/lora.safetensors "
+        print(f"official inference: --lora-checkpoint {Path(args.out) / 'lora.safetensors'} "
               f"--lora-alpha {info['official_lora_alpha']:g}")
     return 0
