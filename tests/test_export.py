@@ -130,7 +130,10 @@ def test_export_errors_leave_nothing(exported, tmp_path, capsys):
     no_vace = load_config("tiny", ["model.vace_layers=()"])
     with pytest.raises(ValueError, match="no VACE branch"):
         write_export(build_model(no_vace), no_vace, tmp_path / "x")
-    assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    convert_dit.save_converted(build_model(no_vace), no_vace, tmp_path / "no_vace", {"loaded": ["base"]}, [])
+    assert main(["export", "--checkpoint", str(tmp_path / "no_vace"), "--out", str(tmp_path / "z")]) == 2
+    assert "has no VACE branch" in capsys.readouterr().err and not (tmp_path / "z").exists()
     assert main(["export", "--checkpoint", str(root / "run"), "--out", str(root / "base")]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
