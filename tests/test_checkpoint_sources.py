@@ -126,6 +126,10 @@ def test_train_from_a_run_freezes_what_the_stage_does_not_train(run, tmp_path):
     changed = {key for key in loaded if not np.array_equal(loaded[key], trained[key])}
     assert changed and all(key.startswith("vace/") for key in changed), changed  # base and LoRA: bitwise the run's
     assert {"vace/blocks/after_proj/kernel", "vace/patch_embedding/kernel"} <= changed
+    # resuming never reads the init checkpoint again (it may be gone by then)
+    argv[argv.index(f"--config.model.init_checkpoint={run / 'run'}")] = "--config.model.init_checkpoint=/gone"
+    assert main([*argv, "--config.train.num_steps=3"]) == 0
+    assert open_source(workdir).step == 3
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -60,7 +60,7 @@ def run(args) -> int:
         from mirage_jax.train.validate import validate_config
 
         initialize_distributed(args)
-        validate_config(config)
+        validate_config(config, workdir=args.workdir)
     except ValueError as err:
         print(f"mirage-jax train: error: {err}", file=sys.stderr)
         return 2

@@ -278,7 +278,7 @@ def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None)
     batches), ``resumed_from`` (step or None), ``preempted`` (stopped by SIGTERM after saving),
     ``checkpoint_dir``, ``workdir``. ``mesh`` defaults to ``mesh_for_config(config)``.
     """
-    validate_config(config, device_count=None if mesh is None else mesh.size)
+    validate_config(config, device_count=None if mesh is None else mesh.size, workdir=workdir)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     plan = stage_plan(config.train)

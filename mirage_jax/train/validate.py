@@ -7,9 +7,12 @@ devices and the gradient-accumulation count, ...). Every failure is a ``ValueErr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import numpy as np
 
+from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR
 from mirage_jax.models.lora import STAGES
 from mirage_jax.models.vace import SCORE_SOURCES
 
@@ -58,8 +61,13 @@ def mesh_for_config(config) -> jax.sharding.Mesh:
     return make_mesh(**sizes, devices=jax.devices()[: int(np.prod(list(sizes.values())))])
 
 
-def validate_config(config, device_count: int | None = None, process_count: int | None = None) -> None:
-    """Raises ``ValueError`` for any out-of-range or inconsistent training field (cheap; compiles nothing)."""
+def validate_config(config, device_count: int | None = None, process_count: int | None = None,
+                    workdir: str | Path | None = None) -> None:
+    """Raises ``ValueError`` for any out-of-range or inconsistent training field (cheap; compiles nothing).
+
+    ``model.init_checkpoint`` is opened and checked against the config unless ``workdir`` already holds
+    checkpoints (a resumed run never reads it again).
+    """
     t = config.train
     stages = (t.stages,) if isinstance(t.stages, str) else tuple(t.stages)
     _check(len(stages) >= 1, "train.stages", t.stages, f"a non-empty list of {STAGES}")
@@ -71,7 +79,9 @@ def validate_config(config, device_count: int | None = None, process_count: int 
     if "lora" in stages:
         _check(config.model.lora_rank > 0, "model.lora_rank", config.model.lora_rank,
                "> 0 when a 'lora' stage is trained")
-    if config.model.init_checkpoint:
+    checkpoints = Path(workdir or ".") / CHECKPOINT_SUBDIR
+    resuming = workdir is not None and checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+    if config.model.init_checkpoint and not resuming:
         from mirage_jax.checkpoints.sources import check_compatible, model_groups, open_source
 
         source = open_source(config.model.init_checkpoint, field="config.model.init_checkpoint")
