@@ -276,7 +276,8 @@ def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None)
     Summary keys: ``step``, ``loss`` (last logged), ``eval_loss`` (last evaluation, or None),
     ``steps_per_second``, ``examples_per_second``, ``data_wait_fraction`` (share of wall time spent fetching
     batches), ``resumed_from`` (step or None), ``preempted`` (stopped by SIGTERM after saving),
-    ``checkpoint_dir``, ``workdir``. ``mesh`` defaults to ``mesh_for_config(config)``.
+    ``checkpoint_dir``, ``workdir``, ``init_checkpoint`` (where the weights came from, or None). ``mesh``
+    defaults to ``mesh_for_config(config)``.
     """
     validate_config(config, device_count=None if mesh is None else mesh.size, workdir=workdir)
     workdir = Path(workdir).absolute()
