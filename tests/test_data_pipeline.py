@@ -69,16 +69,20 @@ def test_batch_contract_and_content(setup):
         assert hit.mean() > 0.9
         np.testing.assert_allclose(batch["target_scene"][i, 0][hit], lat[0][hit], atol=1e-6)
         assert (batch["target_depth"][i] > 0).all()
-        # Absent entries are zero-filled; present preceding latents are frames t0 - 4(P - j).
+        # The k kept preceding latents are the newest, oldest first in the first k slots: slot j is frame
+        # t0 - 4(k - j) (the official positions T..T+k-1); absent entries are zero-filled.
+        mask = batch["preceding_mask"][i]
+        k = int(mask.sum())
+        assert list(mask) == [True] * k + [False] * (2 - k), "real preceding latents fill the first slots"
         for j in range(2):
-            if batch["preceding_mask"][i, j]:
-                ref = single(ls, frames[t0 - 4 * (2 - j)])
+            if mask[j]:
+                ref = single(ls, frames[t0 - 4 * (k - j)])
                 np.testing.assert_allclose(batch["preceding_latents"][i, j], ref, atol=1e-6)
             else:
                 assert not batch["preceding_latents"][i, j].any() and not batch["preceding_hit"][i, j].any()
-        mask = batch["preceding_mask"][i]
-        assert list(mask) == sorted(mask), "the last k are kept"
-        assert not batch["reference_latents"][i][~batch["reference_mask"][i]].any()
+        refs = batch["reference_mask"][i]
+        assert list(refs) == sorted(refs), "real references fill the last slots (positions -k..-1)"
+        assert not batch["reference_latents"][i][~refs].any()
     it.close()
 
 

@@ -95,12 +95,11 @@ def test_original_names_vace_bf16_lora_via_cli_match_diffusers_folder(files):
     np.testing.assert_array_equal(ours["blocks/ffn_out/lora_a"][1], a.T)
     np.testing.assert_array_equal(ours["blocks/ffn_out/lora_b"][1], b.T)
     # the mesh-aware loader restores into sharded arrays
-    if len(jax.devices()) >= 2:
-        from mirage_jax.sharding import make_mesh
+    from mirage_jax.sharding import make_mesh
 
-        mesh = make_mesh(1, 2, 1, jax.devices()[:2])
-        sharded = load_model(source, config, mesh=mesh)
-        assert sharded.blocks.ffn_in.kernel[...].sharding.spec[1] == "fsdp"
+    mesh = make_mesh(1, 2, 1, jax.devices()[:2])
+    sharded = load_model(source, config, mesh=mesh)
+    assert sharded.blocks.ffn_in.kernel[...].sharding.spec[1] == "fsdp"
     with pytest.raises(ValueError, match=r"model.ffn_dim: 128 \(source\) vs 96 \(config\)"):
         load_model(source, load_config("configs/tiny.py", ["model.ffn_dim=96"]))
 

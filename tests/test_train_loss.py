@@ -20,9 +20,9 @@ def make_batch(seed=0):
     return {"target_latents": f(B, TL, H, W, C), "target_scene": f(B, TL, H, W, C),
             "target_hit": rng.random((B, TL, H, W)) > 0.5, "preceding_latents": f(B, P, H, W, C),
             "preceding_scene": f(B, P, H, W, C), "preceding_hit": rng.random((B, P, H, W)) > 0.5,
-            "preceding_mask": np.array([[False, True], [True, True], [False, False]]),
+            "preceding_mask": np.array([[True, False], [True, True], [False, False]]),  # real ones first
             "reference_latents": f(B, R, H, W, C),
-            "reference_mask": np.array([[True, False, False, False], [True, True, True, True], [False] * 4]),
+            "reference_mask": np.array([[False, False, False, True], [True] * 4, [False] * 4]),  # real ones last
             "context": f(B, L, D)}
 
 
@@ -79,17 +79,17 @@ def test_sequence_layout_timesteps_masks_and_control():
     assert call["num_references"] == 2 and call["latents"].shape == (B, 2 + TL + 1, H, W, C)
     t = np.asarray(call["timesteps"])
     assert np.all(t[:, :2] == 0) and np.all(t[:, 2] == 0) and np.all(t[:, -1] == 0) and np.all(t[:, 3:-1] > 0)
-    # references: first slots (IoU order); preceding: last slot (adjacent to the targets)
-    np.testing.assert_array_equal(call["latents"][:, :2], batch["reference_latents"][:, :2])
-    np.testing.assert_array_equal(call["latents"][:, -1], batch["preceding_latents"][:, -1])
+    # capped: the last reference slots (where real references sit), the first preceding slot (likewise)
+    np.testing.assert_array_equal(call["latents"][:, :2], batch["reference_latents"][:, 2:])
+    np.testing.assert_array_equal(call["latents"][:, -1], batch["preceding_latents"][:, 0])
     np.testing.assert_array_equal(call["latents"][:, 2], batch["target_latents"][:, 0])  # frame 0 clean
-    want_mask = np.concatenate([batch["reference_mask"][:, :2], np.ones((B, TL), bool),
-                                batch["preceding_mask"][:, -1:]], axis=1)
+    want_mask = np.concatenate([batch["reference_mask"][:, 2:], np.ones((B, TL), bool),
+                                batch["preceding_mask"][:, :1]], axis=1)
     np.testing.assert_array_equal(call["frame_mask"], want_mask)
     control = np.asarray(call["control"])
     assert control.shape == (B, TL + 1, H, W, 2 * C)
-    hit = np.concatenate([batch["target_hit"], batch["preceding_hit"][:, -1:]], axis=1)
-    scene = np.concatenate([batch["target_scene"], batch["preceding_scene"][:, -1:]], axis=1)
+    hit = np.concatenate([batch["target_hit"], batch["preceding_hit"][:, :1]], axis=1)
+    scene = np.concatenate([batch["target_scene"], batch["preceding_scene"][:, :1]], axis=1)
     np.testing.assert_array_equal(control[..., :C], np.where(hit[..., None], scene, 0))
     np.testing.assert_array_equal(control[..., C:], np.broadcast_to(hit[..., None], scene.shape).astype(np.float32))
 

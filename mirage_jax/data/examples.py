@@ -4,8 +4,10 @@ For a clip of ``F`` frames (``F >= target_frames``): pick ``t0``; the ``Tl = 1 +
 targets are pixel frames ``t0 + 4i``; the ``P`` preceding latents are pixel frames ``t0 - 4P .. t0 - 4``;
 reference candidates are up to ``max_reference_candidates`` frames outside ``[t0 - 4P, t0 + target_frames)``
 (on the 4-frame grid), ranked by voxel IoU (from depth) with the target views by
-``mirage_jax.memory.select_references``. The memory is written from frame ``t0`` (its latent, depth, pose and
-static mask) and read at the target and preceding cameras. All random choices come from the ``rng`` that
+``mirage_jax.memory.select_references``. A random number of preceding latents (the newest) and of references
+(the best) is kept, placed in their slots as the rollout places them (``mirage_jax.models.sequence_slots``).
+The memory is written from frame ``t0`` (its latent, depth, pose and static mask) and read at the target and
+preceding cameras. All random choices come from the ``rng`` that
 Grain's ``random_map`` derives from the seed and the element index, so an example is reproducible.
 """
 
@@ -21,6 +23,7 @@ import numpy as np
 from mirage_jax import geometry, memory
 from mirage_jax.data.sources import resize_clip
 from mirage_jax.memory import downsample_depth
+from mirage_jax.models.sequence_slots import place_preceding, place_references
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +33,10 @@ class ExampleSpec:
     height: int
     width: int
     target_frames: int = 33
-    num_preceding: int = 2
-    max_preceding: int = 2
-    max_references: int = 4
+    num_preceding: int = 2  # preceding slots
+    max_preceding: int = 2  # at most this many are real (a random count per example)
+    num_references: int = 4  # reference slots
+    max_references: int = 4  # at most this many are real (a random count per example)
     max_reference_candidates: int = 8
     reference_iou_threshold: float = 0.04
     voxel_size: float = 0.1
@@ -44,7 +48,8 @@ class ExampleSpec:
         if (d.target_frames - 1) % 4:
             raise ValueError(f"config.data.target_frames: expected 4N+1, got {d.target_frames}")
         return cls(height=d.height, width=d.width, target_frames=d.target_frames, num_preceding=m.num_preceding,
-                   max_preceding=min(t.max_preceding, m.num_preceding), max_references=m.max_references,
+                   max_preceding=min(t.max_preceding, m.num_preceding), num_references=m.max_references,
+                   max_references=min(t.max_references, m.max_references),
                    max_reference_candidates=d.max_reference_candidates,
                    reference_iou_threshold=m.reference_iou_threshold, voxel_size=m.voxel_size,
                    depth_downsample=m.depth_downsample)
@@ -104,23 +109,23 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
     s = latent_space.spatial_factor
     hw = (spec.height // s, spec.width // s)
     k_lat = np.asarray(geometry.scale_intrinsics(intrinsics, (spec.height, spec.width), hw))
-    p, r, tl, nc = spec.num_preceding, spec.max_references, spec.num_targets, spec.max_reference_candidates
+    p, r, tl, nc = spec.num_preceding, spec.num_references, spec.num_targets, spec.max_reference_candidates
 
     t0 = int(rng.integers(0, num_frames - spec.target_frames + 1))
     target_idx = t0 + 4 * np.arange(tl)
-    # Preceding: pixel frames t0-4P .. t0-4 (latent j <-> t0 - 4(P-j)); a random count keeps the last k.
+    # Preceding: pixel frames t0-4P .. t0-4 (latent j <-> t0 - 4(P-j)); a random count k keeps the newest k,
+    # placed in the first k slots (sequence_slots: the official's positions T..T+k-1).
     prec_idx = t0 - 4 * np.arange(p, 0, -1)
     available = int(np.sum(prec_idx >= 0))
     keep_prec = int(rng.integers(0, min(spec.max_preceding, available) + 1))
-    preceding_mask = np.arange(p) >= p - keep_prec
     prec_video = np.clip(np.arange(t0 - 4 * p, t0 - 3), 0, None)  # 4P-3 frames: latents at t0-4P, ..., t0-4
     target_latents = _encode_frames(latent_space, frames[t0:t0 + spec.target_frames][None])[0]
     if p:
         preceding_latents = _encode_frames(latent_space, frames[prec_video][None])[0]
     else:
         preceding_latents = np.zeros((0,) + target_latents.shape[1:], np.float32)
-    preceding_latents = np.where(preceding_mask[:, None, None, None], preceding_latents, 0.0).astype(np.float32)
-    prec_cams = np.where(prec_idx >= 0, prec_idx, t0)  # absent ones read at t0 (then zeroed)
+    preceding_latents, preceding_mask = place_preceding(preceding_latents[p - keep_prec:].astype(np.float32), p)
+    prec_cams, _ = place_preceding(prec_idx[p - keep_prec:], p)  # padded slots read at camera 0 (then zeroed)
 
     # Memory from frame t0 (one frame: h*w points at most), read at the target and preceding cameras.
     mem = memory.init(hw[0] * hw[1], latent_space.channels)
@@ -152,10 +157,10 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
                                     threshold=spec.reference_iou_threshold, voxel_size=spec.voxel_size,
                                     history_mask=np.arange(nc) < n_cand)
     chosen = np.asarray(refs.indices)
-    count = int(rng.integers(0, int(np.sum(chosen >= 0)) + 1))
-    reference_mask = np.arange(r) < count
+    # a random count keeps the best ones, placed in the last slots (sequence_slots: positions -count..-1)
+    count = int(rng.integers(0, min(int(np.sum(chosen >= 0)), spec.max_references) + 1))
     reference_latents = _encode_frames(latent_space, frames[cand[np.maximum(chosen, 0)]][:, None])[:, 0]
-    reference_latents = np.where(reference_mask[:, None, None, None], reference_latents, 0.0).astype(np.float32)
+    reference_latents, reference_mask = place_references(reference_latents[:count].astype(np.float32), r)
 
     context = np.asarray(text_encoder.encode([clip["caption"]]), np.float32)[0]
     return {

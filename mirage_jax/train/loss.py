@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from mirage_jax.models.sequence_slots import keep_preceding_slots, keep_reference_slots
 from mirage_jax.models.vace import build_control
 
 NUM_BUCKETS = 4  # loss reported per timestep bucket: σ' in [0, .25), [.25, .5), [.5, .75), [.75, 1]
@@ -51,22 +52,21 @@ def sample_sigmas(key: jax.Array, batch: int, frames: int, shift: float) -> jax.
 
 
 def context_parts(batch: dict, settings: LossSettings) -> dict:
-    """References, preceding frames and their masks, capped at ``max_references`` / ``max_preceding``.
+    """References, preceding frames and their masks, capped at ``max_references`` / ``max_preceding`` slots.
 
-    References keep the FIRST slots (highest IoU), preceding frames the LAST (adjacent to the targets), as
-    the data pipeline fills them. Returns arrays with R' = min(R, max_references), P' = min(P, max_preceding).
+    The data pipeline places real references in the LAST reference slots and real preceding latents in the
+    FIRST preceding slots (``mirage_jax.models.sequence_slots``) and draws at most the caps, so the kept slots
+    hold every real entry at the position the rollout gives it. Returns arrays with R' = min(R, max_references),
+    P' = min(P, max_preceding).
     """
     r = min(batch["reference_latents"].shape[1], settings.max_references)
-    p_all = batch["preceding_latents"].shape[1]
-    p = min(p_all, settings.max_preceding)
-    keep = slice(p_all - p, p_all)
+    p = min(batch["preceding_latents"].shape[1], settings.max_preceding)
     return {
-        "references": batch["reference_latents"][:, :r],
-        "reference_mask": batch["reference_mask"][:, :r],
-        "preceding": batch["preceding_latents"][:, keep],
-        "preceding_mask": batch["preceding_mask"][:, keep],
-        "preceding_scene": batch["preceding_scene"][:, keep],
-        "preceding_hit": batch["preceding_hit"][:, keep],
+        "references": keep_reference_slots(batch["reference_latents"], r),
+        "reference_mask": keep_reference_slots(batch["reference_mask"], r),
+        **{name: keep_preceding_slots(batch[key], p) for name, key in (
+            ("preceding", "preceding_latents"), ("preceding_mask", "preceding_mask"),
+            ("preceding_scene", "preceding_scene"), ("preceding_hit", "preceding_hit"))},
     }
 
 

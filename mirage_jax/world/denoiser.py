@@ -3,9 +3,9 @@
 The sequence fed to the model is ``[references (R) | targets (T) | preceding (P)]`` along time (DESIGN.md §4).
 References and preceding latents are clean (timestep 0), target frame 0 is the clean frame-0 latent
 (timestep 0, re-imposed after every step). ``R`` and ``P`` are fixed per rollout (``max_references``,
-``num_preceding``) and missing entries are padded and masked out with ``frame_mask`` (real references sit
-at the end of the reference block, so their RoPE positions are ``-r..-1`` as without padding): every full
-chunk of a rollout runs the same compiled program.
+``num_preceding``) and missing entries are padded and masked out with ``frame_mask`` (real references in the
+last slots, real preceding latents in the first: the official RoPE positions, ``models.sequence_slots``):
+every full chunk of a rollout runs the same compiled program.
 """
 
 from __future__ import annotations

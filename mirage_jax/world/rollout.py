@@ -32,6 +32,7 @@ import numpy as np
 
 from mirage_jax import geometry
 from mirage_jax.models.latent_space import make_latent_space
+from mirage_jax.models.sequence_slots import place_preceding, place_references
 from mirage_jax.models.text import make_text_encoder
 from mirage_jax.models.vace import build_control
 from mirage_jax.sampling import schedule_args
@@ -117,14 +118,6 @@ def _preceding_indices(chunk: Chunk, num_preceding: int) -> list[int]:
         return []
     last = chunk.latent_start  # the previous chunk's last latent, this chunk's frame 0
     return list(range(max(0, last - num_preceding), last))
-
-
-def _pad(items: np.ndarray, count: int, at_front: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Pads ``items [n, ...]`` with zeros to ``[count, ...]``; returns ``(padded, real mask [count])``."""
-    n = len(items)
-    pad = np.zeros((count - n,) + items.shape[1:], items.dtype)
-    mask = np.arange(count) >= count - n if at_front else np.arange(count) < n
-    return (np.concatenate([pad, items]) if at_front else np.concatenate([items, pad])), mask
 
 
 def _timed(fn, *args, **kwargs):
@@ -223,10 +216,10 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
             ref_idx, ref_iou = scene_cache.references(views, k_lat[history_pose], poses[history_pose], generated,
                                                       num_refs, threshold, voxel)
         prec_idx = _preceding_indices(chunk, num_prec)
-        refs, ref_mask = _pad(latents[ref_idx], num_refs, at_front=True)  # IoU order, as the official
-        prec, prec_mask = _pad(latents[prec_idx], num_prec, at_front=False)
-        prec_scene, _ = _pad(scenes[prec_idx], num_prec, at_front=False)
-        prec_hit, _ = _pad(hits[prec_idx], num_prec, at_front=False)
+        refs, ref_mask = place_references(latents[ref_idx], num_refs)  # IoU order, as the official
+        prec, prec_mask = place_preceding(latents[prec_idx], num_prec)
+        prec_scene, _ = place_preceding(scenes[prec_idx], num_prec)
+        prec_hit, _ = place_preceding(hits[prec_idx], num_prec)
         control = build_control(
             jnp.asarray(np.concatenate([scene, prec_scene]))[None],
             jnp.asarray(np.concatenate([hit, prec_hit]))[None],
