@@ -1,8 +1,9 @@
-"""The Mirage wiring of ``WanDiT`` against an independent torch reference written from the design (DESIGN.md §4).
+"""The Mirage wiring of ``WanDiT`` against an independent torch reference written from the design.
 
 The reference (``MirageReference``) reads the weights of a diffusers ``WanVACETransformer3DModel`` (diffusers
-names, torch layouts) and computes, in float64 (the timestep sinusoid in float32, as diffusers), with its own code: the Wan block (adaLN per token, q/k RMSNorm
-over the full width, 3-D RoPE on interleaved pairs), the sequence ``[references | targets | preceding]`` with
+names, torch layouts) and computes with its own code, in float64 (the timestep sinusoid in float32, as
+diffusers): the Wan block (adaLN per token, q/k RMSNorm over the full width, 3-D RoPE on interleaved pairs),
+the sequence ``[references | targets | preceding]`` with
 temporal positions ``-R..-1`` / ``0..T-1`` / ``T..T+P-1`` and height positions ``h..2h-1`` for the references,
 per-frame timesteps, the VACE branch over the non-reference tokens with its hints added after the mapped DiT
 layers to the non-reference tokens only, and LoRA on every q, k, v, o and FFN linear with multiplier α/r.
