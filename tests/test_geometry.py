@@ -24,6 +24,13 @@ def test_scale_intrinsics_maps_pixel_to_latent_grid():
     np.testing.assert_allclose(k_lat[2], [0, 0, 1], rtol=0)
 
 
+def test_scale_intrinsics_scales_each_axis_by_its_own_factor():
+    """A grid change with different factors per axis (20 -> 4 columns: 1/5; 10 -> 5 rows: 1/2)."""
+    k = np.asarray(geometry.make_intrinsics(30.0, 40.0, 9.5, 4.5))
+    k_new = np.asarray(geometry.scale_intrinsics(k, (10, 20), (5, 4)))
+    np.testing.assert_allclose(k_new, [[6.0, 0, 1.9], [0, 20.0, 2.25], [0, 0, 1]], rtol=1e-6)
+
+
 def test_invert_rigid_matches_general_inverse():
     rng = np.random.default_rng(0)
     poses = np.stack([random_pose(rng) for _ in range(5)])

@@ -214,3 +214,19 @@ def test_bfloat16_features_and_bytes_per_point():
     feats, hit = memory.read(mem16, k, np.eye(4)[None], HW)
     assert feats.dtype == mem16.features.dtype and np.asarray(hit).all()
     np.testing.assert_array_equal(np.asarray(feats, np.float32), latents)
+
+
+def test_points_behind_or_at_the_camera_are_not_drawn():
+    """A point behind the camera whose projection falls inside the grid, and one nearer than the near plane,
+    are not drawn; the same cell is hit by a point just beyond it."""
+    k = intrinsics(1, HW)
+    pose = np.eye(4, dtype=np.float32)[None]
+    cx, cy = k[0, 0, 2], k[0, 1, 2]
+    points = np.array([[0.0, 0.0, -2.0], [0.0, 0.0, 0.5 * memory.NEAR]], np.float32)  # behind / too near
+    mem = memory_from_points(points, np.ones((2, C), np.float32), np.arange(2), capacity=4)
+    _, hit = memory.read(mem, k, pose, HW)
+    assert not np.asarray(hit).any()
+    beyond = np.array([[0.0, 0.0, 2.0 * memory.NEAR]], np.float32)
+    mem = memory_from_points(beyond, np.ones((1, C), np.float32), np.arange(1), capacity=4)
+    _, hit = memory.read(mem, k, pose, HW)
+    assert np.asarray(hit)[0, int(round(cy)), int(round(cx))] and np.asarray(hit).sum() == 1

@@ -131,3 +131,34 @@ def test_callable_and_head_depth_sources(clip):
     assert flat.settings["depth_source"] == "head"
     assert flat.chunks[-1]["cache_points"] > flat.chunks[0]["cache_points"] > 0
     assert jax.tree_util.tree_structure(flat.cache) == jax.tree_util.tree_structure(base.cache)
+
+
+def test_denoiser_gives_each_frame_its_timestep():
+    """Per-frame timesteps of every model call in one chunk: references, the clean frame 0 and the preceding
+    latents at 0; the other targets at the step's timestep (all equal, decreasing over the steps)."""
+    from mirage_jax.sampling import schedule_args
+    from mirage_jax.world.denoiser import denoise_chunk
+
+    seen = []
+
+    def model(latents, timesteps, context, *, num_references, control=None, frame_mask=None):
+        jax.debug.callback(lambda t: seen.append(np.asarray(t)), timesteps)
+        return jnp.zeros_like(latents)
+
+    config = load_config("tiny", ["sample.steps=3"])
+    r, t, p, h, w, c = 2, 4, 1, 4, 6, 48
+    zeros = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+    out = denoise_chunk(None, zeros(1, t, h, w, c) + 1.0, zeros(1, h, w, c), zeros(1, r, h, w, c),
+                        zeros(1, p, h, w, c), zeros(1, t + p, h, w, 2 * c), jnp.ones((1, r + t + p), bool),
+                        zeros(1, 3, 32), zeros(1, 3, 32), graphdef=model, schedule_args=schedule_args(config.sample),
+                        num_references=r, guidance_scale=1.0)
+    jax.block_until_ready(out)
+    assert len(seen) >= 3
+    steps = []
+    for timesteps in seen:
+        assert timesteps.shape == (1, r + t + p)
+        assert not timesteps[0, :r + 1].any() and not timesteps[0, r + t:].any()
+        noisy = timesteps[0, r + 1: r + t]
+        assert (noisy == noisy[0]).all() and noisy[0] > 0
+        steps.append(noisy[0])
+    assert steps == sorted(steps, reverse=True) and steps[0] > 900
