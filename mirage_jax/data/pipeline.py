@@ -1,8 +1,9 @@
 """The Grain input pipeline: clips → BATCH.md training batches, sharded by JAX process, checkpointable.
 
 Order (Grain Dataset API): ``MapDataset.source(clips).seed(S).shuffle()`` (the same global permutation on
-every process) → ``[process_index::process_count]`` (disjoint per-process shards) → ``repeat()`` →
-``random_map(make_example)`` (per-element RNG from the seed and the index: reproducible, resumable) →
+every process) → ``repeat()`` → ``random_map(make_example)`` (per-element RNG from the seed and the element's
+position in the global stream: reproducible, resumable) → ``[process_index::process_count]`` (disjoint
+per-process shards: global batch ``i`` is the same examples whatever the number of processes) →
 ``batch(per_host_batch, drop_remainder=True)`` → ``to_iter_dataset(ReadOptions(...))`` with an explicit,
 bounded prefetch. The iterator's state is a few integers; save it with Orbax alongside the model::
 
@@ -89,10 +90,9 @@ def make_dataset(source, spec: ExampleSpec, latent_space, text_encoder, *, batch
         raise ValueError(f"source: {len(source)} clips cannot be sharded over {process_count} processes")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1 per process, got {batch_size}")
-    ds = grain.MapDataset.source(source).seed(seed).shuffle()
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
+    ds = ds.random_map(_MakeExample(spec, latent_space, text_encoder))  # randomness by global stream position
     ds = ds[process_index::process_count]
-    ds = ds.repeat(num_epochs)
-    ds = ds.random_map(_MakeExample(spec, latent_space, text_encoder))
     return ds.batch(batch_size, drop_remainder=True)
 
 
