@@ -162,3 +162,30 @@ def test_denoiser_gives_each_frame_its_timestep():
         assert (noisy == noisy[0]).all() and noisy[0] > 0
         steps.append(noisy[0])
     assert steps == sorted(steps, reverse=True) and steps[0] > 900
+
+
+def test_denoiser_guidance_reads_the_prompt():
+    """Classifier-free guidance with a text-dependent model: velocity = the mean of its context, 1 for the prompt
+    and 0 for the empty prompt, so guidance 2.5 must act as a constant velocity 0 + 2.5 (1 - 0) = 2.5 (a swapped
+    prompt pair gives 1 + 2.5 (0 - 1) = -1.5)."""
+    from mirage_jax.sampling import schedule_args
+    from mirage_jax.world.denoiser import denoise_chunk
+
+    def reads_text(latents, timesteps, context, *, num_references, control=None, frame_mask=None):
+        return jnp.broadcast_to(context.mean(axis=(1, 2))[:, None, None, None, None], latents.shape)
+
+    def constant(value):
+        return lambda latents, *args, **kwargs: jnp.full_like(latents, value)
+
+    config = load_config("tiny", ["sample.steps=4"])
+    r, t, p, h, w, c = 1, 3, 1, 2, 4, 48
+    zeros = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+    noise = jax.random.normal(jax.random.key(0), (1, t, h, w, c))
+    common = (noise, zeros(1, h, w, c), zeros(1, r, h, w, c), zeros(1, p, h, w, c), zeros(1, t + p, h, w, 2 * c),
+              jnp.ones((1, r + t + p), bool), jnp.ones((1, 3, 32)), zeros(1, 3, 32))
+    kwargs = dict(schedule_args=schedule_args(config.sample), num_references=r)
+    guided = denoise_chunk(None, *common, graphdef=reads_text, guidance_scale=2.5, **kwargs)
+    want = denoise_chunk(None, *common, graphdef=constant(2.5), guidance_scale=1.0, **kwargs)
+    other = denoise_chunk(None, *common, graphdef=constant(-1.5), guidance_scale=1.0, **kwargs)
+    np.testing.assert_allclose(np.asarray(guided), np.asarray(want), atol=1e-5)
+    assert np.abs(np.asarray(other) - np.asarray(want)).max() > 0.1

@@ -68,6 +68,9 @@ MUTANTS = (
     Mutant("classifier-free guidance around the conditional", "mirage_jax/sampling/loop.py",
            "return uncond + guidance_scale * (cond - uncond)", "return cond + guidance_scale * (cond - uncond)",
            ("tests/test_sampling_parity.py", "tests/test_world_parts.py")),
+    Mutant("denoiser: prompt and empty prompt swapped under guidance", "mirage_jax/world/denoiser.py",
+           "ctx = jnp.concatenate([context, null_context]) if cfg else context",
+           "ctx = jnp.concatenate([null_context, context]) if cfg else context", ("tests/test_world_parts.py",)),
     Mutant("denoiser: frame 0 gets the noise timestep", "mirage_jax/world/denoiser.py",
            ".at[r + 1: r + t].set(timestep)", ".at[r: r + t].set(timestep)", ("tests/test_world_parts.py",)),
     # --- VAE and text -----------------------------------------------------------------------------------------------
