@@ -65,6 +65,17 @@ def _device_bytes(tree, shardings) -> int:
     return total
 
 
+def parameter_counts(model) -> dict[str, int]:
+    """``{"dit", "vace", "lora"}`` parameter counts of a (possibly abstract) ``WanDiT``."""
+    from flax import nnx
+
+    counts = {"dit": 0, "vace": 0, "lora": 0}
+    for path, var in nnx.to_flat_state(nnx.state(model)):
+        key = "lora" if "lora" in str(path[-1]) else "vace" if path[0] == "vace" else "dit"
+        counts[key] += int(var.size)
+    return counts
+
+
 def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, preceding: int, references: int,
          batch_per_device: int = 1, frozen_dtype: str | None = None) -> dict:
     """Compiles one training step abstractly on ``mesh``; returns counts, bytes per device and timings."""
@@ -84,10 +95,7 @@ def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, pre
     graphdef, trainable, frozen = nnx.split(abstract, trainable_filter(stage), ...)
     if frozen_dtype:
         frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(frozen_dtype)), frozen)
-    counts = {"dit": 0, "vace": 0, "lora": 0}
-    for path, var in nnx.to_flat_state(nnx.state(abstract)):
-        key = "lora" if "lora" in str(path[-1]) else "vace" if path[0] == "vace" else "dit"
-        counts[key] += int(var.size)
+    counts = parameter_counts(abstract)
     p_train = state_shardings(trainable, mesh, s.rules)
     p_frozen = state_shardings(frozen, mesh, s.rules)
     tx = optax.adamw(config.train.lr, b1=config.train.b1, b2=config.train.b2, weight_decay=config.train.weight_decay)

@@ -18,6 +18,26 @@ def _block_params(d: int, ffn: int, lora: int = 0) -> tuple[int, int]:
     return base, lora_params
 
 
+def test_real_sizes_count_what_the_readme_says():
+    """Wan2.2-TI2V-5B + 15-block VACE + rank-32 LoRA: the counts of the layer list, and the README's plan table
+    (DiT 5.000 B, VACE 2.607 B, LoRA 80.6 M); abstract, nothing allocated."""
+    from flax import nnx
+
+    from mirage_jax.models import DiTSettings, WanDiT
+    from mirage_jax.plan import parameter_counts
+
+    config = load_config("configs/wan22_ti2v_5b.py")
+    counts = parameter_counts(nnx.eval_shape(lambda: WanDiT(DiTSettings.from_config(config), rngs=nnx.Rngs(0))))
+    d, ffn, text, freq, c = 3072, 14336, 4096, 256, 48
+    base, lora = _block_params(d, ffn, lora=32)
+    top = (4 * c * d + d) + (text * d + d) + (d * d + d) + (freq * d + d) + (d * d + d) + (d * 6 * d + 6 * d)
+    top += 2 * d + (d * 4 * c + 4 * c)
+    vace = 15 * (base + d * d + d) + (4 * 96 * d + d) + (d * d + d)
+    assert counts == {"dit": 30 * base + top, "vace": vace, "lora": 30 * lora}
+    assert (f"{counts['dit'] / 1e9:.3f}", f"{counts['vace'] / 1e9:.3f}", f"{counts['lora'] / 1e6:.1f}") == (
+        "5.000", "2.607", "80.6")
+
+
 @pytest.mark.slow
 def test_plan_tiny_counts_and_bytes():
     if len(jax.devices()) < 4:
