@@ -9,12 +9,16 @@ import numpy as np
 
 from mirage_jax import geometry, memory
 
+FY_OVER_FX = 1.125  # fx != fy everywhere in the memory tests, so a swapped axis cannot pass
+
 
 def intrinsics(t: int, hw, f: float | None = None) -> np.ndarray:
-    """``[t, 3, 3]`` pinhole matrices for an ``hw`` grid (principal point at the grid centre)."""
+    """``[t, 3, 3]`` pinhole matrices for an ``hw`` grid: ``fx = f``, ``fy = FY_OVER_FX · f``, principal point
+    at the grid centre."""
     h, w = hw
     f = float(w) if f is None else f
-    k = geometry.make_intrinsics(np.full(t, f), np.full(t, f), np.full(t, (w - 1) / 2), np.full(t, (h - 1) / 2))
+    k = geometry.make_intrinsics(np.full(t, f), np.full(t, FY_OVER_FX * f), np.full(t, (w - 1) / 2),
+                                 np.full(t, (h - 1) / 2))
     return np.array(k, np.float32)
 
 

@@ -147,14 +147,15 @@ def test_oldest_threshold_matches_a_sort(spread):
 def test_past_capacity_the_oldest_go_and_revisited_surfaces_stay_readable():
     """The same walk with 2500 slots, less than the ~3200 points the room needs: the memory fills, then evicts
     the oldest points every chunk. It stays exactly full, holds only recent points, and reads back the last
-    views and the early views (their surfaces were revisited, so refreshed, since). Measured: 96% / 89% hits.
+    views and the early views (their surfaces were revisited, so refreshed, since). Measured: 95% / 92% hits.
     """
-    capacity, cells_per_chunk = 2500, FRAMES_PER_CHUNK * LATENT_HW[0] * LATENT_HW[1]
+    capacity = 2500
     mem, counts, k_latent = walk(capacity)
     full = counts.index(capacity)
     assert full < 10 and counts[full:] == [capacity] * (50 - full)
     alive_ids = np.asarray(mem.write_id)[np.asarray(mem.valid)]
-    assert alive_ids.min() > 20 * cells_per_chunk  # everything from the first 20 chunks was evicted or replaced
+    # only the newest points stored are left (with room for all, the oldest alive is at 17% of the ids)
+    assert alive_ids.min() > 0.75 * int(mem.next_write_id)
     hit, correct = read_views(mem, k_latent, range(49 * FRAMES_PER_CHUNK, 50 * FRAMES_PER_CHUNK, 2))
     assert hit.mean() >= 0.93 and correct.mean() >= 0.9
     hit, correct = read_views(mem, k_latent, range(0, 2 * FRAMES_PER_CHUNK, 3))
