@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.latent.vae.tile_stride_hw = (15, 26)
     c.latent.vae.z_dim = 48  # latent channels of the VAE (mean only)
     c.latent.vae.checkpoint = ""  # Orbax dir from `mirage-jax convert vae`; "" = random init (tests/benchmarks)
+    c.latent.vae.compute_dtype = "float32"  # "bfloat16": the official inference precision, half the activations
     # Decode/encode in overlapping spatial tiles (bounded memory for large frames). Off by default: untiled is
     # exact and gives the latents training saw (the official trains untiled but decodes tiled at inference).
     c.latent.vae.tiled = False

@@ -54,19 +54,20 @@ def save(vae: WanVAE, directory: str | Path) -> None:
     save_params(vae, directory, dataclasses.asdict(vae.cfg), "vae_config.json")
 
 
-def load(directory: str | Path) -> WanVAE:
+def load(directory: str | Path, compute_dtype: str = "float32") -> WanVAE:
     """Reads a directory written by :func:`save` (e.g. by ``mirage-jax convert vae``)."""
     cfg = VAEConfig(**read_config(directory, "vae_config.json", "config.latent.vae.checkpoint"))
-    return restore_params(WanVAE(cfg, seed=None), directory)
+    return restore_params(WanVAE(cfg, seed=None, compute_dtype=compute_dtype), directory)
 
 
 def load_or_init(vae_config, seed: int = 0) -> WanVAE:
     """``config.latent.vae`` → the converted checkpoint if ``checkpoint`` is set (its sizes checked against the
-    config; its latent statistics are the checkpoint's), else random init with the default statistics."""
+    config; its latent statistics are the checkpoint's), else random init with the default statistics; both
+    computing in ``compute_dtype``."""
     cfg = VAEConfig.from_config(vae_config)
     if not vae_config.checkpoint:
-        return WanVAE(cfg, seed)
-    vae = load(vae_config.checkpoint)
+        return WanVAE(cfg, seed, compute_dtype=vae_config.compute_dtype)
+    vae = load(vae_config.checkpoint, vae_config.compute_dtype)
     if vae.cfg.architecture() != cfg:
         raise ValueError(f"config.latent.vae sizes {cfg} differ from the checkpoint's {vae.cfg.architecture()} "
                          f"({vae_config.checkpoint})")

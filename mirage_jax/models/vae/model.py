@@ -181,10 +181,15 @@ class WanVAE(nnx.Module):
 
     temporal_factor = 4
 
-    def __init__(self, cfg: VAEConfig = VAEConfig(), seed: int | None = 0):
-        """Random parameters from ``seed`` (numpy), or abstract ones (``seed=None``) to restore into."""
+    def __init__(self, cfg: VAEConfig = VAEConfig(), seed: int | None = 0, compute_dtype: str = "float32"):
+        """Random parameters from ``seed`` (numpy), or abstract ones (``seed=None``) to restore into.
+
+        ``compute_dtype``: the dtype the compiled encode/decode run in (parameters and activations cast to it;
+        outputs float32); ``"bfloat16"`` is the official inference precision and halves activation memory.
+        """
         init = Init(seed)
         self.cfg = cfg
+        self.compute_dtype = str(jnp.dtype(compute_dtype))
         self.z_dim = cfg.z_dim
         self.spatial_factor = PATCH * 2 ** (len(cfg.dim_mult) - 1)
         self.encoder = Encoder(cfg, init=init)
@@ -283,19 +288,28 @@ class WanVAE(nnx.Module):
         return _method_jit(graphdef, method, state, jnp.asarray(x, jnp.float32))
 
 
+def _in_compute_dtype(graphdef, state) -> tuple[WanVAE, jnp.dtype]:
+    """The VAE with its floating parameters cast to its ``compute_dtype`` (traced: a cast inside the program)."""
+    dtype = jnp.dtype(nnx.merge(graphdef, state).compute_dtype)
+    if dtype != jnp.float32:
+        state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+    return nnx.merge(graphdef, state), dtype
+
+
 @conv_jit(static_argnums=(0, 1))
 def _method_jit(graphdef, method, state, x):
-    return getattr(nnx.merge(graphdef, state), method)(x)
+    vae, dtype = _in_compute_dtype(graphdef, state)
+    return getattr(vae, method)(x.astype(dtype)).astype(jnp.float32)
 
 
 @conv_jit(static_argnums=(0, 3, 4))
 def _encode_jit(graphdef, state, video, mesh, axis):
-    vae = nnx.merge(graphdef, state)
-    return vae.normalize(vae.encode_mean(video, mesh, axis))
+    vae, dtype = _in_compute_dtype(graphdef, state)
+    return vae.normalize(vae.encode_mean(video.astype(dtype), mesh, axis).astype(jnp.float32))
 
 
 @conv_jit(static_argnums=(0, 3, 4))
 def _decode_jit(graphdef, state, latents, mesh, axis):
-    vae = nnx.merge(graphdef, state)
-    video = vae.decode_raw(vae.denormalize(latents), mesh, axis)
-    return jnp.clip(video, -1.0, 1.0)
+    vae, dtype = _in_compute_dtype(graphdef, state)
+    video = vae.decode_raw(vae.denormalize(latents).astype(dtype), mesh, axis)
+    return jnp.clip(video.astype(jnp.float32), -1.0, 1.0)
