@@ -226,7 +226,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Loads ``get_config()`` from a config file (``configs/tiny.py``, or a bare name like ``tiny``).
+    """Loads ``get_config()`` from a config file (``configs/tiny.py``, or a bare name like ``tiny``), or a
+    stored config (``WORKDIR/config.json``).
 
     A relative path that does not exist from the working directory is looked up from the project root, so
     the default ``configs/tiny.py`` works wherever the command is run.
@@ -239,6 +240,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
         path = root / path
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
+    if path.suffix == ".json":  # a run's stored config (WORKDIR/config.json, a converted folder's config.json)
+        config, unknown = config_from_json(path.read_text())
+        if unknown:
+            raise ValueError(f"config file {str(path)!r}: fields this version does not know: {unknown}")
+        return apply_overrides(config, overrides)
     spec = importlib.util.spec_from_file_location(f"mirage_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -102,6 +102,13 @@ def test_a_run_is_its_own_config(run, tmp_path, capsys):
     assert "needs a trained checkpoint with a depth head" in capsys.readouterr().err
 
 
+def test_a_runs_config_json_is_a_config_file(run):
+    stored = load_config(run / "run" / "config.json", ["--config.sample.steps=3"])
+    assert stored.model.dim == 96 and stored.sample.steps == 3
+    assert flat_fields(resolve_config(open_source(run / "run"), run / "run" / "config.json")[0]) == flat_fields(
+        load_config(run / "run" / "config.json"))
+
+
 def test_step_picks_a_checkpoint(run):
     config, _ = resolve_config(open_source(run / "run"))
     first, last = (_flat(load_model(open_source(run / "run", step), config)) for step in (1, 2))
