@@ -34,9 +34,8 @@ from mirage_jax import geometry, memory
 from mirage_jax.config import load_config
 from mirage_jax.data.synthetic import camera_path, default_intrinsics, make_world, poses_from_angles, render_clip
 from mirage_jax.models.latent_space import make_latent_space
-from mirage_jax.world.cache import Views
-from mirage_jax.world.plan import iteration_plan
-from mirage_jax.world.rgb_cache import RGBCache
+from mirage_jax.world.caches import RGBCache, Views
+from mirage_jax.world.chunks import iteration_plan
 
 MIB = 2**20
 

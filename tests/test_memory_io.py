@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mirage_jax import geometry, memory
-from mirage_jax.data import save_geometry_npz
+from mirage_jax.data import memory_from_geometry_npz, save_geometry_npz
 from tests.memory_scenes import intrinsics, random_poses
 
 HW = (6, 8)
@@ -38,11 +38,11 @@ def test_from_geometry_npz_first_frame(tmp_path):
                 poses_c2w=random_poses(rng, n), masks=masks)
     path = save_geometry_npz(tmp_path / "clip", clip)
     latent = rng.standard_normal((*HW, 48)).astype(np.float32)
-    mem = memory.from_geometry_npz(path, latent, capacity=100)
+    mem = memory_from_geometry_npz(path, latent, capacity=100)
     assert memory.num_points(mem) == HW[0] * HW[1] - 1
     k_latent = geometry.scale_intrinsics(clip["intrinsics"][:1], big, HW)
     feats, hit = memory.read(mem, k_latent, clip["poses_c2w"][:1], HW)
     assert not bool(hit[0, 0, 0]) and int(hit.sum()) == HW[0] * HW[1] - 1
     np.testing.assert_array_equal(np.asarray(feats)[0, 1:], latent[1:])
     with pytest.raises(ValueError, match="first_latent"):
-        memory.from_geometry_npz(path, latent[0], capacity=100)
+        memory_from_geometry_npz(path, latent[0], capacity=100)

@@ -163,7 +163,8 @@ def test_low_resolution_upsample_conv_equals_conv_of_upsampled_frames(shape):
 @pytest.mark.parametrize("kernel_size", [(3, 3, 3), (3, 1, 1)])
 def test_causal_conv_in_time_pairs_equals_direct_3d_conv(frames, kernel_size):
     """Winograd F(2, 3) over frame pairs (+ a direct odd last frame) against a numpy 3-D conv, valid in time."""
-    from mirage_jax.models.vae.layers import CausalConv3d, Init
+    from mirage_jax.models.numpy_init import Init
+    from mirage_jax.models.vae.layers import CausalConv3d
 
     layer = CausalConv3d(6, 5, kernel_size, init=Init(3))
     kernel, bias = np.asarray(layer.kernel[...], np.float64), np.asarray(layer.bias[...], np.float64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mirage_jax.cli import dispatch
+from mirage_jax.commands import dispatch
 
 KINDS = {
     "dit": ("mirage_jax.convert.dit", "Wan2.2 DiT (original or diffusers names) [+ Mirage VACE, LoRA] -> Orbax"),

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from mirage_jax.convert.vae import load_strict, read_state
+from mirage_jax.convert.torch_io import load_strict, read_state
 from mirage_jax.models.umt5 import UMT5Config, UMT5Encoder, save
 
 _HF_RULES = [

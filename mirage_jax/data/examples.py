@@ -24,6 +24,7 @@ from mirage_jax import geometry, memory
 from mirage_jax.data.sources import resize_clip
 from mirage_jax.memory import downsample_depth
 from mirage_jax.models.sequence_slots import place_preceding, place_references
+from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_video_length, num_latents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +46,7 @@ class ExampleSpec:
     @classmethod
     def from_config(cls, config) -> ExampleSpec:
         d, m, t = config.data, config.memory, config.train
-        if (d.target_frames - 1) % 4:
-            raise ValueError(f"config.data.target_frames: expected 4N+1, got {d.target_frames}")
+        check_video_length(int(d.target_frames), "config.data.target_frames")
         return cls(height=d.height, width=d.width, target_frames=d.target_frames, num_preceding=m.num_preceding,
                    max_preceding=min(t.max_preceding, m.num_preceding), num_references=m.max_references,
                    max_references=min(t.max_references, m.max_references),
@@ -56,7 +56,7 @@ class ExampleSpec:
 
     @property
     def num_targets(self) -> int:
-        return 1 + (self.target_frames - 1) // 4
+        return num_latents(self.target_frames)
 
 
 def fit_clip(clip: dict, height: int, width: int) -> dict:
@@ -112,13 +112,14 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
     p, r, tl, nc = spec.num_preceding, spec.num_references, spec.num_targets, spec.max_reference_candidates
 
     t0 = int(rng.integers(0, num_frames - spec.target_frames + 1))
-    target_idx = t0 + 4 * np.arange(tl)
+    step = FRAMES_PER_LATENT
+    target_idx = t0 + step * np.arange(tl)
     # Preceding: pixel frames t0-4P .. t0-4 (latent j <-> t0 - 4(P-j)); a random count k keeps the newest k,
     # placed in the first k slots (sequence_slots: the official's positions T..T+k-1).
-    prec_idx = t0 - 4 * np.arange(p, 0, -1)
+    prec_idx = t0 - step * np.arange(p, 0, -1)
     available = int(np.sum(prec_idx >= 0))
     keep_prec = int(rng.integers(0, min(spec.max_preceding, available) + 1))
-    prec_video = np.clip(np.arange(t0 - 4 * p, t0 - 3), 0, None)  # 4P-3 frames: latents at t0-4P, ..., t0-4
+    prec_video = np.clip(np.arange(t0 - step * p, t0 - step + 1), 0, None)  # 4P-3 frames: latents at t0-4P, ..., t0-4
     target_latents = _encode_frames(latent_space, frames[t0:t0 + spec.target_frames][None])[0]
     if p:
         preceding_latents = _encode_frames(latent_space, frames[prec_video][None])[0]
@@ -139,8 +140,8 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
 
     # References: nc candidates outside the preceding+target window (4-frame grid, padded and masked),
     # scored by voxel IoU of their depth-lifted views with the target views.
-    window = np.arange(max(0, t0 - 4 * p), t0 + spec.target_frames)
-    grid = np.setdiff1d(np.arange(t0 % 4, num_frames, 4), window)
+    window = np.arange(max(0, t0 - step * p), t0 + spec.target_frames)
+    grid = np.setdiff1d(np.arange(t0 % step, num_frames, step), window)
     n_cand = min(grid.size, nc)
     cand = np.zeros(nc, int)
     if n_cand:

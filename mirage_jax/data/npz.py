@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
-from mirage_jax import geometry
+from mirage_jax import geometry, memory
+from mirage_jax.memory.state import DEFAULT_DEDUP_VOXEL
 
 REQUIRED_KEYS = ("frames", "depths", "intrinsics", "poses_c2w")
 OPTIONAL_KEYS = ("masks", "caption")
@@ -128,3 +130,25 @@ def load_geometry_npz(path: str | os.PathLike, *, require_all_frames: bool = Fal
         if frames is not None:
             clip["frames"] = frames
     return validate_clip(clip, source=str(path), allow_single_frame=not require_all_frames)
+
+
+def memory_from_geometry_npz(path: str | os.PathLike, first_latent, capacity: int, *, frame: int = 0,
+                             dtype=jnp.float32, depth_downsample: str = "bilinear",
+                             voxel_size: float = DEFAULT_DEDUP_VOXEL) -> memory.LatentMemory:
+    """A new memory holding frame ``frame`` of an official ``geometry.npz`` (the memory's "init" step).
+
+    ``first_latent [h, w, C]`` is that frame's latent; the npz's depth (``[N, H, W]``, H, W integer multiples
+    of h, w), intrinsics (at depth resolution), ``poses_c2w`` and optional ``masks`` (True = static) are read
+    with ``load_geometry_npz`` (validated, no pickles).
+    """
+    clip = load_geometry_npz(path)
+    first_latent = jnp.asarray(first_latent)
+    if first_latent.ndim != 3:
+        raise ValueError(f"first_latent: expected shape [h, w, C], got {list(first_latent.shape)}")
+    n = clip["depths"].shape[0]
+    if not 0 <= frame < n:
+        raise ValueError(f"frame: expected 0 <= frame < {n} (frames in {str(path)!r}), got {frame}")
+    pick = slice(frame, frame + 1)
+    mem = memory.init(capacity, int(first_latent.shape[-1]), dtype, voxel_size=voxel_size)
+    return memory.write(mem, first_latent[None], clip["depths"][pick], clip["intrinsics"][pick],
+                        clip["poses_c2w"][pick], clip["masks"][pick], depth_downsample=depth_downsample)

@@ -9,7 +9,7 @@ reference rule. Everything is pure and ``jit``-compiled with static shapes.
 
 from mirage_jax.memory.downsample import downsample_depth
 from mirage_jax.memory.history import ViewHistory, append_cells, init_history, record_views, select_frozen
-from mirage_jax.memory.io import from_geometry_npz, restore, save
+from mirage_jax.memory.io import restore, save
 from mirage_jax.memory.read import NEAR, read
 from mirage_jax.memory.references import References, rank_references, select_references, visible, voxel_iou
 from mirage_jax.memory.sharded import read_sharded, shard_memory, write_sharded
@@ -24,7 +24,6 @@ __all__ = [
     "append_cells",
     "bytes_per_point",
     "downsample_depth",
-    "from_geometry_npz",
     "init",
     "init_history",
     "memory_bytes",

@@ -1,4 +1,4 @@
-"""Saving/restoring a memory with Orbax, and building one from the official ``geometry.npz``.
+"""Saving/restoring a memory with Orbax.
 
 A checkpoint is an Orbax ``StandardCheckpointer`` directory holding the state's arrays and ``voxel_size``
 (no pickles). ``restore`` can place the restored memory on a mesh (point axis sharded).
@@ -12,8 +12,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from mirage_jax.memory.state import DEFAULT_DEDUP_VOXEL, LatentMemory, init
-from mirage_jax.memory.write import write
+from mirage_jax.memory.state import LatentMemory
 
 _ARRAYS = ("points", "features", "valid", "write_id", "frame_id", "next_write_id", "next_frame_id")
 
@@ -52,26 +51,3 @@ def restore(path: str | os.PathLike, mesh=None, axis: str = "fsdp") -> LatentMem
 
         mem = shard_memory(mem, mesh, axis)
     return mem
-
-
-def from_geometry_npz(path: str | os.PathLike, first_latent, capacity: int, *, frame: int = 0, dtype=jnp.float32,
-                      depth_downsample: str = "bilinear", voxel_size: float = DEFAULT_DEDUP_VOXEL) -> LatentMemory:
-    """A new memory holding frame ``frame`` of an official ``geometry.npz`` (the memory's "init" step).
-
-    ``first_latent [h, w, C]`` is that frame's latent; the npz's depth (``[N, H, W]``, H, W integer multiples
-    of h, w), intrinsics (at depth resolution), ``poses_c2w`` and optional ``masks`` (True = static) are read
-    with ``mirage_jax.data.load_geometry_npz`` (validated, no pickles).
-    """
-    from mirage_jax.data import load_geometry_npz
-
-    clip = load_geometry_npz(path)
-    first_latent = jnp.asarray(first_latent)
-    if first_latent.ndim != 3:
-        raise ValueError(f"first_latent: expected shape [h, w, C], got {list(first_latent.shape)}")
-    n = clip["depths"].shape[0]
-    if not 0 <= frame < n:
-        raise ValueError(f"frame: expected 0 <= frame < {n} (frames in {str(path)!r}), got {frame}")
-    pick = slice(frame, frame + 1)
-    mem = init(capacity, int(first_latent.shape[-1]), dtype, voxel_size=voxel_size)
-    return write(mem, first_latent[None], clip["depths"][pick], clip["intrinsics"][pick], clip["poses_c2w"][pick],
-                 clip["masks"][pick], depth_downsample=depth_downsample)

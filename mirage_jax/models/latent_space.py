@@ -27,34 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax.models.vae import patchify
-
-
-def check_video(shape: tuple[int, ...], spatial_factor: int, temporal_factor: int = 4) -> None:
-    """Raises ``ValueError`` unless a video ``shape`` is ``[B, T, H, W, 3]``, T = 4N+1, H and W divisible by s."""
-    shape = tuple(shape)
-    if len(shape) != 5 or shape[-1] != 3:
-        raise ValueError(f"video: expected [B, T, H, W, 3], got shape {shape}")
-    _, frames, height, width, _ = shape
-    if frames < 1 or (frames - 1) % temporal_factor:
-        raise ValueError(
-            f"video: T={frames} frames; expected T = {temporal_factor}N+1 (1, 5, 9, ...), never truncated silently"
-        )
-    if height % spatial_factor or width % spatial_factor or height == 0 or width == 0:
-        raise ValueError(f"video: H×W = {height}×{width} must be positive multiples of {spatial_factor}")
-
-
-def check_latents(shape: tuple[int, ...], channels: int) -> None:
-    """Raises ``ValueError`` unless a latents ``shape`` is ``[B, t, h, w, channels]`` with t ≥ 1."""
-    shape = tuple(shape)
-    if len(shape) != 5 or shape[-1] != channels or shape[1] < 1:
-        raise ValueError(f"latents: expected [B, t>=1, h, w, {channels}], got shape {shape}")
+from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_latents, check_video, num_latents
 
 
 class LatentSpace:
     """Interface: ``encode``, ``decode``, ``spatial_factor``, ``temporal_factor``, ``channels``."""
 
     spatial_factor: int
-    temporal_factor: int = 4
+    temporal_factor: int = FRAMES_PER_LATENT
     channels: int
 
     def latent_shape(self, video_shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
@@ -62,7 +42,7 @@ class LatentSpace:
         check_video(video_shape, self.spatial_factor)
         b, t, h, w, _ = video_shape
         s = self.spatial_factor
-        return (b, 1 + (t - 1) // self.temporal_factor, h // s, w // s, self.channels)
+        return (b, num_latents(t), h // s, w // s, self.channels)
 
     def encode(self, video) -> jax.Array:
         raise NotImplementedError
@@ -73,7 +53,7 @@ class LatentSpace:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _patchify_encode(video: jax.Array, s: int) -> jax.Array:
-    return patchify.unshuffle(video[:, ::4].astype(jnp.float32), s)
+    return patchify.unshuffle(video[:, ::FRAMES_PER_LATENT].astype(jnp.float32), s)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -81,10 +61,11 @@ def _patchify_decode(latents: jax.Array, s: int) -> jax.Array:
     keys = patchify.shuffle(latents.astype(jnp.float32), s)  # [B, t, H, W, 3]: pixel frames 0, 4, 8, ...
     if keys.shape[1] == 1:
         return keys
-    w = jnp.arange(1, 5, dtype=jnp.float32).reshape(1, 1, 4, 1, 1, 1) / 4.0  # frames 4k-3 .. 4k
+    step = FRAMES_PER_LATENT
+    w = jnp.arange(1, step + 1, dtype=jnp.float32).reshape(1, 1, step, 1, 1, 1) / step  # frames 4k-3 .. 4k
     between = keys[:, :-1, None] * (1.0 - w) + keys[:, 1:, None] * w  # w = 1 gives keys[:, 1:] exactly
     b, t1, _, h, wd, c = between.shape
-    return jnp.concatenate([keys[:, :1], between.reshape(b, t1 * 4, h, wd, c)], axis=1)
+    return jnp.concatenate([keys[:, :1], between.reshape(b, t1 * step, h, wd, c)], axis=1)
 
 
 class PatchifyLatentSpace(LatentSpace):
@@ -111,7 +92,7 @@ class WanVAELatentSpace(LatentSpace):
     """The Wan2.2 VAE (normalised latents); ``tiled`` decodes/encodes in overlapping spatial tiles."""
 
     def __init__(self, vae, *, tiled: bool = False, tile_hw=(30, 52), tile_stride_hw=(15, 26)):
-        from mirage_jax.models.vae import tiling  # noqa: PLC0415 (keeps the VAE off the patchify import path)
+        from mirage_jax.models.vae import tiling  # noqa: PLC0415 (the VAE's code loads only for this kind)
 
         self.vae = vae
         self.spatial_factor = vae.spatial_factor

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirage_jax.models.vae import read_config, restore_params, save_params
-from mirage_jax.models.vae.layers import Init
+from mirage_jax.models.numpy_init import Init
+from mirage_jax.models.params_io import read_config, restore_params, save_params
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
 from mirage_jax.config import config_from_json, describe_differences, differences, model_fields
 from mirage_jax.models.depth_head import make_depth_head
+from mirage_jax.models.video_shapes import num_frames
 from mirage_jax.train.loss import NUM_BUCKETS, LossSettings
 from mirage_jax.train.metrics import (
     MetricsWriter,
@@ -82,7 +83,7 @@ def constant_score_latent(config, latent_space, frames: int) -> jax.Array | None
     """Latent of an all-white video ``[frames, h, w, C]`` (``score_source="constant"``), else None."""
     if config.model.score_source != "constant":
         return None
-    video = jnp.ones((1, 1 + 4 * (frames - 1), config.data.height, config.data.width, 3), jnp.float32)
+    video = jnp.ones((1, num_frames(frames), config.data.height, config.data.width, 3), jnp.float32)
     return jnp.asarray(latent_space.encode(video)[0], jnp.float32)
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mirage_jax.models.video_shapes import num_latents
+
 # Dense bf16 peak TFLOP/s per device, by substring of ``device.device_kind`` (public spec sheets).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "v6": 918.0, "v5p": 459.0,
                "v5 lite": 197.0, "v5e": 197.0, "v4": 275.0}
@@ -30,7 +32,7 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "v6": 9
 def tokens_per_example(config, num_references: int, num_preceding: int) -> int:
     """Tokens of one training sequence ``(R + Tl + P) · (h/ph) · (w/pw)``."""
     s = int(config.latent.spatial_factor)
-    tl = 1 + (int(config.data.target_frames) - 1) // 4
+    tl = num_latents(int(config.data.target_frames))
     _, ph, pw = config.model.patch_size
     return (num_references + tl + num_preceding) * (config.data.height // s // ph) * (config.data.width // s // pw)
 

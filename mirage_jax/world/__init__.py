@@ -5,10 +5,10 @@ path; ``save_rollout`` writes it; ``evaluate`` compares the cache variants on pr
 """
 
 from mirage_jax.models.depth_head import LatentDepthHead, depth_head_loss
-from mirage_jax.world.cache import CACHES
+from mirage_jax.world.caches import CACHES
+from mirage_jax.world.chunks import Chunk, iteration_plan
 from mirage_jax.world.depth import make_depth_source
 from mirage_jax.world.outputs import save_rollout
-from mirage_jax.world.plan import Chunk, iteration_plan
 from mirage_jax.world.rollout import RolloutResult, check_inputs, rollout
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Chunked world generation with a scene cache (DESIGN.md §1, mirage_official.md §5).
 
 ``rollout(config, model, clip, num_frames=...)`` generates a ``4N+1``-frame video along the clip's camera
-path, chunk by chunk (``plan.iteration_plan``). Per chunk:
+path, chunk by chunk (``chunks.iteration_plan``). Per chunk:
 
 1. **read** the scene cache at the chunk's latent poses (``cache_*.read_scene``): the latent memory splats
    at latent resolution; the RGB cache renders at pixel resolution and encodes the renders; ``"none"`` reads
@@ -35,12 +35,15 @@ from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.models.sequence_slots import place_preceding, place_references
 from mirage_jax.models.text import make_text_encoder
 from mirage_jax.models.vace import build_control
+from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, longest_video
+from mirage_jax.models.video_shapes import num_frames as video_frames
 from mirage_jax.sampling import schedule_args
-from mirage_jax.world.cache import CACHES, REFERENCE_RULES, FrozenReferences, Views, make_cache
+from mirage_jax.world.caches import CACHES, Views, make_cache
+from mirage_jax.world.chunks import Chunk, iteration_plan
 from mirage_jax.world.denoiser import denoise_chunk, split_model
 from mirage_jax.world.depth import make_depth_source
-from mirage_jax.world.plan import Chunk, iteration_plan
 from mirage_jax.world.progress import chunk_bar, step_progress
+from mirage_jax.world.references import REFERENCE_RULES, FrozenReferences
 from mirage_jax.world.video import to_uint8
 
 PATCH = 2  # the DiT's spatial patch size: latent height and width must be even
@@ -82,7 +85,7 @@ def check_inputs(config, clip: dict, num_frames: int, *, start: int = 0, cache: 
     if len(poses) < start + num_frames:
         raise ValueError(
             f"geometry has {len(poses)} poses but start={start} + frames={num_frames} needs {start + num_frames}; "
-            f"pass --frames {max(1, (len(poses) - start - 1) // 4 * 4 + 1)} or a longer camera path"
+            f"pass --frames {longest_video(len(poses) - start)} or a longer camera path"
         )
     frames = np.asarray(clip["frames"])
     height, width = int(config.data.height), int(config.data.width)
@@ -134,7 +137,7 @@ def score_latent(config, space, num_latents: int, hw: tuple) -> jax.Array | None
     key = ("white", num_latents, tuple(hw))
     cached = _SCORE_CACHE.get((id(space), key))
     if cached is None:
-        white = jnp.ones((1, 4 * (num_latents - 1) + 1, *hw, 3), jnp.float32)
+        white = jnp.ones((1, video_frames(num_latents), *hw, 3), jnp.float32)
         cached = _SCORE_CACHE[(id(space), key)] = space.encode(white)[0]
     return cached
 
@@ -181,7 +184,7 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
 
     first_image = np.asarray(clip["frames"][start], np.float32)[None] / 127.5 - 1.0  # [1, H, W, 3]
     first_latent = np.asarray(space.encode(first_image[None]))[0]  # [1, h, w, C]
-    write_frames = int(config.sample.chunk_frames) // 4
+    write_frames = int(config.sample.chunk_frames) // FRAMES_PER_LATENT
     scene_cache = make_cache(cache, config, space, total, write_frames=write_frames)
     frozen = None  # the official reference rule's record (memory.reference_rule="frozen"); none without a cache
     if mem_cfg.reference_rule == "frozen" and cache != "none":
@@ -252,7 +255,7 @@ def rollout(config, model, clip: dict, num_frames: int, *, cache: str = "latent"
         # Write back latents 1.. (latent 0 is already cached: the input frame, or the previous chunk's last).
         t_write = time.perf_counter()
         new_pose = tgt[1:]
-        new_frames = decoded[::4][1:]
+        new_frames = decoded[::FRAMES_PER_LATENT][1:]
         depth, keep = depth_fn(chunk_latents[1:], new_frames, new_pose)
         depth = np.asarray(depth, np.float32)
         k_depth = np.asarray(geometry.scale_intrinsics(k_pix[new_pose], hw, depth.shape[1:]), np.float32)

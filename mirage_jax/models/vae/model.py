@@ -27,10 +27,12 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from mirage_jax.models.numpy_init import Init
 from mirage_jax.models.vae import patchify
 from mirage_jax.models.vae.cache import ChunkCache
 from mirage_jax.models.vae.constants import LATENTS_MEAN, LATENTS_STD
-from mirage_jax.models.vae.layers import CausalConv3d, DownBlock, Init, MidBlock, PointwiseConv, RMSNorm, UpBlock
+from mirage_jax.models.vae.layers import CausalConv3d, DownBlock, MidBlock, PointwiseConv, RMSNorm, UpBlock
+from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_latents, check_video
 from mirage_jax.xla_options import conv_jit
 
 PATCH = 2  # 2×2 pixel-unshuffle in front of the encoder (RGB → 12 channels)
@@ -179,7 +181,7 @@ def _constrain(x: jax.Array, mesh, axis: str | None) -> jax.Array:
 class WanVAE(nnx.Module):
     """The Wan2.2 video VAE. ``encode``/``decode`` as in the module docstring; ``spatial_factor`` 16."""
 
-    temporal_factor = 4
+    temporal_factor = FRAMES_PER_LATENT
 
     def __init__(self, cfg: VAEConfig = VAEConfig(), seed: int | None = 0, compute_dtype: str = "float32"):
         """Random parameters from ``seed`` (numpy), or abstract ones (``seed=None``) to restore into.
@@ -267,16 +269,12 @@ class WanVAE(nnx.Module):
 
     def encode(self, video, mesh=None, axis: str | None = None) -> jax.Array:
         """``[B, 4N+1, H, W, 3]`` in [-1, 1] → normalised latents ``[B, N+1, H/16, W/16, z_dim]`` (compiled)."""
-        from mirage_jax.models.latent_space import check_video  # noqa: PLC0415 (avoids an import cycle)
-
         check_video(jnp.shape(video), self.spatial_factor)
         graphdef, state = nnx.split(self)
         return _encode_jit(graphdef, state, jnp.asarray(video, jnp.float32), mesh, axis)
 
     def decode(self, latents, mesh=None, axis: str | None = None) -> jax.Array:
         """Normalised latents ``[B, t, h, w, z_dim]`` → video ``[B, 1+4(t-1), 16h, 16w, 3]`` in [-1, 1] (compiled)."""
-        from mirage_jax.models.latent_space import check_latents  # noqa: PLC0415
-
         check_latents(jnp.shape(latents), self.z_dim)
         graphdef, state = nnx.split(self)
         return _decode_jit(graphdef, state, jnp.asarray(latents, jnp.float32), mesh, axis)

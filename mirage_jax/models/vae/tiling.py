@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mirage_jax.models.video_shapes import check_latents, check_video
+
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
     """Start cells of equally sized tiles covering ``[0, size)``; the last one ends exactly at ``size``."""
@@ -156,8 +158,6 @@ def decode_tiled(vae, latents, tile_hw=(30, 52), stride_hw=(15, 26)) -> jax.Arra
     Normalised latents ``[B, t, h, w, z_dim]`` → ``[B, 1+4(t-1), 16h, 16w, 3]``; exactness as in the module
     docstring (margin :func:`decode_margin`).
     """
-    from mirage_jax.models.latent_space import check_latents  # noqa: PLC0415 (avoids an import cycle)
-
     check_latents(jnp.shape(latents), vae.z_dim)
     features = vae.compiled("decode_features", vae.denormalize(jnp.asarray(latents, jnp.float32)))
     out = blend_tiles(lambda f: vae.compiled("decode_up", f), features, tile_hw, stride_hw, 1, vae.spatial_factor)
@@ -170,8 +170,6 @@ def encode_tiled(vae, video, tile_hw=(30, 52), stride_hw=(15, 26)) -> jax.Array:
     ``[B, 4N+1, H, W, 3]`` in [-1, 1] → normalised latents ``[B, N+1, H/16, W/16, z_dim]``; exactness as in the
     module docstring (margin :func:`encode_margin`).
     """
-    from mirage_jax.models.latent_space import check_video  # noqa: PLC0415
-
     check_video(jnp.shape(video), vae.spatial_factor)
     video = jnp.asarray(video, jnp.float32)
     features = blend_tiles(lambda v: vae.compiled("encode_features", v), video, tile_hw, stride_hw,

@@ -1,4 +1,4 @@
-"""The iteration plan of a rollout (mirage_official.md §5.3): which frames and poses each chunk generates.
+"""The chunks of a rollout (the official iteration plan): which frames and poses each chunk generates.
 
 A video of ``num_frames = 4N+1`` frames is generated in chunks of ``chunk_frames = 4M+1`` pixel frames
 (33 = 9 latents by default) that overlap by one latent: chunk 0 makes frames ``[0, chunk_frames)``; every
@@ -12,17 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-TEMPORAL = 4  # pixel frames per latent frame
-
-
-def check_video_length(num_frames: int, name: str = "frames") -> int:
-    """``num_frames`` must be a positive int ``4N+1`` (1, 5, 9, ..., 33, 65, ...)."""
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"{name}: expected a positive int of the form 4N+1, got {num_frames!r}")
-    if (num_frames - 1) % TEMPORAL:
-        lo = num_frames - (num_frames - 1) % TEMPORAL
-        raise ValueError(f"{name}={num_frames} is not of the form 4N+1; use {lo} or {lo + TEMPORAL}")
-    return num_frames
+from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_video_length, num_latents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +35,7 @@ class Chunk:
 
     @property
     def num_latents(self) -> int:
-        return (self.model_frames - 1) // TEMPORAL + 1
+        return num_latents(self.model_frames)
 
     @property
     def new_latents(self) -> slice:
@@ -57,7 +47,7 @@ def iteration_plan(num_frames: int, chunk_frames: int = 33, start: int = 0) -> l
     """The chunks generating ``num_frames`` (4N+1) frames from pose ``start`` in ``chunk_frames`` (4M+1) chunks."""
     check_video_length(num_frames, "frames")
     check_video_length(chunk_frames, "sample.chunk_frames")
-    if chunk_frames < 1 + TEMPORAL:
+    if chunk_frames < 1 + FRAMES_PER_LATENT:
         raise ValueError(f"sample.chunk_frames={chunk_frames}: expected >= 5 (at least 2 latent frames)")
     if start < 0:
         raise ValueError(f"start: expected >= 0, got {start}")
@@ -73,13 +63,13 @@ def iteration_plan(num_frames: int, chunk_frames: int = 33, start: int = 0) -> l
 
 def _chunk(index: int, out_start: int, out_end: int, model_frames: int, start: int) -> Chunk:
     pose_start = start + out_start - (1 if index else 0)
-    num_latents = (model_frames - 1) // TEMPORAL + 1
+    latents = num_latents(model_frames)
     return Chunk(
         index=index,
         output_start=out_start,
         output_end=out_end,
         model_frames=model_frames,
-        latent_start=(out_start - 1) // TEMPORAL if index else 0,
-        pose_indices=tuple(pose_start + TEMPORAL * i for i in range(num_latents)),
+        latent_start=(out_start - 1) // FRAMES_PER_LATENT if index else 0,
+        pose_indices=tuple(pose_start + FRAMES_PER_LATENT * i for i in range(latents)),
         pixel_pose_indices=tuple(range(pose_start, pose_start + model_frames)),
     )

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax import memory
-from mirage_jax.world.cache import PointCache, Views
+from mirage_jax.models.video_shapes import FRAMES_PER_LATENT
+from mirage_jax.world.caches.base import PointCache, Views
 
 RGB_VOXEL = 1e-3  # metres: only exact re-observations of a surface point are merged
 
@@ -57,5 +58,5 @@ class RGBCache(PointCache):
         scene = self.space.encode(rgb[None])[0]
         s = self.space.spatial_factor
         h, w = views.lat_hw
-        key_hit = hit[::4].reshape(-1, h, s, w, s)
+        key_hit = hit[::FRAMES_PER_LATENT].reshape(-1, h, s, w, s)
         return scene, key_hit.mean(axis=(2, 4)) >= 0.5
