@@ -7,7 +7,7 @@ import pytest
 
 from mirage_jax.config import load_config
 from mirage_jax.train.loss import LossSettings, flow_matching_loss, sample_sigmas, shift_sigma
-from mirage_jax.train.optimizer import make_optimizer, make_schedule
+from mirage_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from mirage_jax.train.validate import stage_plan, validate_config
 
 B, TL, H, W, C, R, P, L, D = 3, 9, 4, 6, 8, 4, 2, 5, 7
@@ -108,7 +108,7 @@ def test_text_dropout_replaces_context_with_the_empty_prompt(drop_prob, expect_e
 def test_schedule_warmup_then_cosine_and_clipping():
     c = load_config("tiny", ["--config.train.lr=0.1", "--config.train.warmup_steps=10",
                              "--config.train.schedule=cosine"])
-    sched = make_schedule(c.train, 110)
+    sched = learning_rate_schedule(c.train, 110)
     np.testing.assert_allclose([float(sched(s)) for s in (0, 5, 10, 60, 110)], [0, 0.05, 0.1, 0.05, 0], atol=1e-6)
     tx = make_optimizer(c.train, 110)
     params = {"w": jnp.ones(3)}

@@ -16,7 +16,7 @@ from mirage_jax.data.synthetic import render_clip
 from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.world import LatentDepthHead, depth_head_loss, rollout
 from mirage_jax.world.caches import RGBCache, Views
-from mirage_jax.world.metrics import psnr, ssim
+from mirage_jax.world.image_metrics import psnr, ssim
 from mirage_jax.world.oracle import oracle_model
 from tests.world_config import H, W, tiny_world_config
 

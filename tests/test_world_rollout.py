@@ -13,7 +13,7 @@ import pytest
 
 from mirage_jax.data.synthetic import render_clip
 from mirage_jax.world import iteration_plan, rollout, save_rollout
-from mirage_jax.world.metrics import psnr
+from mirage_jax.world.image_metrics import psnr
 from mirage_jax.world.oracle import oracle_model
 from mirage_jax.world.video import read_mp4
 from tests.world_config import H, W, tiny_world_config

@@ -38,7 +38,7 @@ from mirage_jax.train.metrics import (
     tokens_per_example,
     train_flops_per_example,
 )
-from mirage_jax.train.optimizer import make_optimizer, make_schedule
+from mirage_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from mirage_jax.train.step import batch_sharding, make_eval_step, make_train_step, new_train_state
 from mirage_jax.train.validate import mesh_for_config, stage_plan, validate_config
 
@@ -210,7 +210,8 @@ class _Run:
         """(graphdef, tx, schedule, sharded train state, its shardings) for a stage, optimizer fresh or restored."""
         from mirage_jax.models.lora import trainable_filter
 
-        tx, schedule = make_optimizer(self.config.train, num_steps), make_schedule(self.config.train, num_steps)
+        tx = make_optimizer(self.config.train, num_steps)
+        schedule = learning_rate_schedule(self.config.train, num_steps)
         restore_opt = None
         if self.resume_stage == stage_index and self.step > end - num_steps:
             restore_opt = lambda target: self.checkpointer.restore(self.resumed_from, opt=target)["opt"]  # noqa: E731

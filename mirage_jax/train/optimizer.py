@@ -10,7 +10,7 @@ from __future__ import annotations
 import optax
 
 
-def make_schedule(train_config, num_steps: int) -> optax.Schedule:
+def learning_rate_schedule(train_config, num_steps: int) -> optax.Schedule:
     """Learning rate per optimizer step of one stage.
 
     Linear warmup from 0 to ``lr`` over ``warmup_steps``, then ``lr`` constant (``schedule="constant"``) or
@@ -30,7 +30,7 @@ def make_schedule(train_config, num_steps: int) -> optax.Schedule:
 
 def make_optimizer(train_config, num_steps: int) -> optax.GradientTransformation:
     """Global-norm clipping (``clip_norm``; 0 = off) followed by AdamW (``b1``, ``b2``, ``weight_decay``)."""
-    adamw = optax.adamw(make_schedule(train_config, num_steps), b1=float(train_config.b1),
+    adamw = optax.adamw(learning_rate_schedule(train_config, num_steps), b1=float(train_config.b1),
                         b2=float(train_config.b2), weight_decay=float(train_config.weight_decay))
     if float(train_config.clip_norm) > 0:
         return optax.chain(optax.clip_by_global_norm(float(train_config.clip_norm)), adamw)

@@ -32,7 +32,7 @@ from mirage_jax.data.synthetic import TRAJECTORIES as SYNTHETIC_TRAJECTORIES
 from mirage_jax.data.synthetic import render_clip
 from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.world.caches import CACHES
-from mirage_jax.world.metrics import masked_latent_error, psnr, ssim
+from mirage_jax.world.image_metrics import masked_latent_error, psnr, ssim
 from mirage_jax.world.outputs import save_rollout
 from mirage_jax.world.rollout import rollout
 from mirage_jax.world.video import contact_sheet, write_png

@@ -46,8 +46,6 @@ from mirage_jax.world.progress import chunk_bar, step_progress
 from mirage_jax.world.references import REFERENCE_RULES, FrozenReferences
 from mirage_jax.world.video import to_uint8
 
-PATCH = 2  # the DiT's spatial patch size: latent height and width must be even
-
 
 @dataclasses.dataclass
 class RolloutResult:
@@ -95,10 +93,11 @@ def check_inputs(config, clip: dict, num_frames: int, *, start: int = 0, cache: 
             f"pass --config.data.height={frames.shape[1]} --config.data.width={frames.shape[2]} or resize the input"
         )
     s = int(config.latent.spatial_factor)
-    if height % (s * PATCH) or width % (s * PATCH):
+    _, ph, pw = (int(p) for p in config.model.patch_size)  # the DiT's patch: latent h, w divisible by it
+    if height % (s * ph) or width % (s * pw):
         raise ValueError(
-            f"resolution {height}x{width}: height and width must be multiples of {s * PATCH} "
-            f"(latent factor {s} x patch {PATCH})"
+            f"resolution {height}x{width}: height and width must be multiples of {s * ph}x{s * pw} "
+            f"(latent factor {s} x DiT patch {ph}x{pw})"
         )
     if np.asarray(clip["depths"]).shape[1:] != (height, width):
         raise ValueError(

@@ -35,7 +35,7 @@ from mirage_jax.models.vae.layers import CausalConv3d, DownBlock, MidBlock, Poin
 from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_latents, check_video
 from mirage_jax.xla_options import conv_jit
 
-PATCH = 2  # 2×2 pixel-unshuffle in front of the encoder (RGB → 12 channels)
+PIXEL_UNSHUFFLE = 2  # 2×2 pixel-unshuffle in front of the encoder (RGB → 12 channels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Encoder(nnx.Module):
     def __init__(self, cfg: VAEConfig, *, init: Init):
         dims = [cfg.base_dim * m for m in (1, *cfg.dim_mult)]
         last = len(cfg.dim_mult) - 1
-        self.conv_in = CausalConv3d(3 * PATCH * PATCH, dims[0], init=init)
+        self.conv_in = CausalConv3d(3 * PIXEL_UNSHUFFLE * PIXEL_UNSHUFFLE, dims[0], init=init)
         self.down_blocks = nnx.List([
             DownBlock(a, o, cfg.num_res_blocks, temporal=i != last and cfg.temporal_downsample[i], down=i != last,
                       init=init)
@@ -136,7 +136,7 @@ class Decoder(nnx.Module):
             for i, (a, o) in enumerate(zip(dims[:-1], dims[1:]))
         ])  # fmt: skip
         self.norm_out = RMSNorm(dims[-1], init=init)
-        self.conv_out = CausalConv3d(dims[-1], 3 * PATCH * PATCH, init=init)
+        self.conv_out = CausalConv3d(dims[-1], 3 * PIXEL_UNSHUFFLE * PIXEL_UNSHUFFLE, init=init)
 
     def head(self, x: jax.Array, cache: ChunkCache) -> jax.Array:
         """At latent resolution: conv_in → mid block (global per-frame attention)."""
@@ -193,7 +193,7 @@ class WanVAE(nnx.Module):
         self.cfg = cfg
         self.compute_dtype = str(jnp.dtype(compute_dtype))
         self.z_dim = cfg.z_dim
-        self.spatial_factor = PATCH * 2 ** (len(cfg.dim_mult) - 1)
+        self.spatial_factor = PIXEL_UNSHUFFLE * 2 ** (len(cfg.dim_mult) - 1)
         self.encoder = Encoder(cfg, init=init)
         self.quant_conv = PointwiseConv(2 * cfg.z_dim, 2 * cfg.z_dim, init=init)
         self.post_quant_conv = PointwiseConv(cfg.z_dim, cfg.z_dim, init=init)
@@ -221,7 +221,7 @@ class WanVAE(nnx.Module):
 
         The chunks: frame 0 alone, then groups of 4 (the official schedule); each gives one latent frame.
         """
-        x = _constrain(patchify.unshuffle(video, PATCH), mesh, axis)
+        x = _constrain(patchify.unshuffle(video, PIXEL_UNSHUFFLE), mesh, axis)
         return self._chunked(self.encoder.down, x, 1, 4, mesh, axis)
 
     def _mu(self, out: jax.Array) -> jax.Array:
@@ -237,7 +237,7 @@ class WanVAE(nnx.Module):
 
         One chunked pass through the whole encoder (= ``encode_tail(encode_features(video))``, faster).
         """
-        x = _constrain(patchify.unshuffle(video, PATCH), mesh, axis)
+        x = _constrain(patchify.unshuffle(video, PIXEL_UNSHUFFLE), mesh, axis)
         return self._mu(self._chunked(self.encoder, x, 1, 4, mesh, axis))
 
     def decode_features(self, z: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
@@ -249,7 +249,7 @@ class WanVAE(nnx.Module):
         """Traceable, spatially local: head features ``[B, t, h, w, C]`` → unclamped video
         ``[B, 1+4(t-1), 16h, 16w, 3]`` (one latent frame per chunk, its own causal cache)."""
         out = self._chunked(self.decoder.up, features, 1, 1, mesh, axis)
-        return _constrain(patchify.shuffle(out, PATCH), mesh, axis)
+        return _constrain(patchify.shuffle(out, PIXEL_UNSHUFFLE), mesh, axis)
 
     def decode_raw(self, z: jax.Array, mesh=None, axis: str | None = None) -> jax.Array:
         """Traceable: un-normalised latents ``[B, t, h, w, z_dim]`` → unclamped video ``[B, 1+4(t-1), 16h, 16w, 3]``.
@@ -257,7 +257,7 @@ class WanVAE(nnx.Module):
         One chunked pass through the whole decoder (= ``decode_up(decode_features(z))``, faster).
         """
         out = self._chunked(self.decoder, self.post_quant_conv(z), 1, 1, mesh, axis)
-        return _constrain(patchify.shuffle(out, PATCH), mesh, axis)
+        return _constrain(patchify.shuffle(out, PIXEL_UNSHUFFLE), mesh, axis)
 
     def normalize(self, mu: jax.Array) -> jax.Array:
         mean, std = self._stats()
