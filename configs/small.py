@@ -18,7 +18,6 @@ def get_config():
     c.model.num_layers = 8
     c.model.num_heads = 4  # head dim 128
     c.model.ffn_dim = 2048
-    c.model.text_dim = 256
     c.model.vace_layers = (0, 2, 4, 6)
     c.model.score_source = "hit_mask"
     c.model.lora_rank = 16

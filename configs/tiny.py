@@ -20,7 +20,6 @@ def get_config():
     c.model.num_layers = 2
     c.model.num_heads = 2  # head dim 32: the RoPE split (12/10/10) matches the original's
     c.model.ffn_dim = 128
-    c.model.text_dim = 32
     c.model.vace_layers = (0, 1)
     c.model.score_source = "hit_mask"
     c.model.lora_rank = 4

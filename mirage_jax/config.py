@@ -16,6 +16,22 @@ from pathlib import Path
 
 import ml_collections
 
+# The allowed values of the fields that name a choice (the modules that implement them take their names from
+# here; mirage_jax.config_checks.validate_config checks them).
+CHOICES = {
+    "latent.kind": ("wan_vae", "patchify"),
+    "text.kind": ("umt5", "none"),
+    "model.score_source": ("constant", "hit_mask"),
+    "memory.depth_downsample": ("bilinear", "robust"),
+    "memory.reference_rule": ("frozen", "current"),
+    "train.stages": ("vace", "lora", "full"),
+    "train.schedule": ("constant", "cosine"),
+    "sample.sampler": ("unipc", "euler"),
+    "sample.sigma_grid": ("wan", "diffusers"),
+    "sample.cache": ("latent", "none", "rgb"),
+    "sample.depth_source": ("geometry", "head"),
+}
+
 
 def base_config() -> ml_collections.ConfigDict:
     """All fields with their defaults (the real Wan2.2-TI2V-5B sizes; smaller configs override)."""
@@ -28,7 +44,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.latent.kind = "wan_vae"
     c.latent.channels = 48
     c.latent.spatial_factor = 16
-    c.latent.temporal_factor = 4
     c.latent.vae = ml_collections.ConfigDict()
     c.latent.vae.base_dim = 160
     c.latent.vae.decoder_base_dim = 256
@@ -70,9 +85,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.num_heads = 24
     c.model.ffn_dim = 14336
     c.model.patch_size = (1, 2, 2)
-    c.model.in_channels = 48
-    c.model.out_channels = 48
-    c.model.text_dim = 4096
     c.model.freq_dim = 256
     c.model.eps = 1e-6
     c.model.rope_theta = 10000.0
@@ -96,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.memory.feature_dtype = "bfloat16"
     c.memory.depth_downsample = "bilinear"  # "bilinear" (official-compatible) or "robust"
     c.memory.voxel_size = 0.1
-    c.memory.dedup_voxel_size = 0.05  # memory.init(voxel_size=...): revisits replace older points in these voxels
+    c.memory.dedup_voxel_size = 0.05  # metres: a revisit replaces the older points of these voxels (memory.init)
     c.memory.reference_iou_threshold = 0.04
     # What a history latent "sees" when references are chosen (memory.history): "frozen" = the points visible
     # from it right after its chunk was written (the official rule), "current" = recomputed from the cache now.
@@ -112,7 +124,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.width = 1280
     c.data.clip_frames = 81
     c.data.target_frames = 33
-    c.data.preceding_frames = 8
     c.data.max_reference_candidates = 8
     c.data.num_clips = 64
     c.data.trajectories = ("revisit", "orbit", "pan", "forward", "loop")
@@ -201,12 +212,24 @@ def _parse_value(text: str, current):
     return ast.literal_eval(text)
 
 
+# Fields that no longer exist, and where their value lives now (an override of one is an error saying so).
+REMOVED_FIELDS = {
+    "model.text_dim": "the DiT's text width is config.text.dim",
+    "model.in_channels": "the DiT's latent channels are config.latent.channels",
+    "model.out_channels": "the DiT's latent channels are config.latent.channels",
+    "latent.temporal_factor": "always 4 pixel frames per latent (mirage_jax.video_shapes.FRAMES_PER_LATENT)",
+    "data.preceding_frames": "the preceding context is config.memory.num_preceding latents",
+}
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     """Applies ``["a.b=value", ...]`` (a leading ``--config.`` or ``config.`` is accepted) in place."""
     for item in overrides:
         key, sep, text = item.removeprefix("--").removeprefix("config.").partition("=")
         if not sep:
             raise ValueError(f"config override {item!r}: expected --config.field=value")
+        if key in REMOVED_FIELDS:
+            raise ValueError(f"config override {item!r}: config.{key} was removed; {REMOVED_FIELDS[key]}")
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
@@ -256,7 +279,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
 # these values, so whatever reads a checkpoint takes them from the checkpoint's stored config.
 MODEL_FIELDS = {
     "base": ("model.dim", "model.num_layers", "model.num_heads", "model.ffn_dim", "model.patch_size",
-             "model.in_channels", "model.out_channels", "model.text_dim", "model.freq_dim", "model.eps",
+             "latent.channels", "text.dim", "model.freq_dim", "model.eps",
              "model.rope_theta"),
     "vace": ("model.vace_layers", "model.vace_in_channels", "model.score_source"),
     "lora": ("model.lora_rank", "model.lora_alpha"),

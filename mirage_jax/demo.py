@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def demo_config(config_path: str, overrides: list[str], out: Path, quick: bool):
     """The demo's config: the given one, with its data under ``OUT/data`` and ``--quick`` shrinking."""
     from mirage_jax.config import apply_overrides, load_config
-    from mirage_jax.train.validate import validate_config
+    from mirage_jax.train.validate import check_training_start
 
     config = load_config(config_path)
     config.data.data_dir = str(out / "data")
@@ -61,7 +61,7 @@ def demo_config(config_path: str, overrides: list[str], out: Path, quick: bool):
         config.data.num_clips = 8
         config.sample.steps = 4
     apply_overrides(config, overrides)
-    validate_config(config)
+    check_training_start(config)
     return config
 
 

@@ -108,10 +108,10 @@ def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, pre
     frames = references + targets + preceding
     m = config.model
     shapes = {
-        "latents": (batch, frames, height, width, m.in_channels),
-        "noise": (batch, frames, height, width, m.in_channels),
+        "latents": (batch, frames, height, width, s.in_channels),
+        "noise": (batch, frames, height, width, s.in_channels),
         "timesteps": (batch, frames),
-        "context": (batch, config.text.max_length, m.text_dim),
+        "context": (batch, config.text.max_length, s.text_dim),
         "control": (batch, targets + preceding, height, width, m.vace_in_channels),
         "frame_mask": (batch, frames),
     }
@@ -205,6 +205,13 @@ def _plan_and_report(args: argparse.Namespace) -> int:
         raise ValueError("--config or --checkpoint: one is required (the model to plan for)")
     else:
         config = load_config(args.config, args.overrides)
+    from mirage_jax.config_checks import validate_config
+
+    validate_config(config)
+    for name in ("targets", "preceding", "references", "batch_per_device", "height", "width"):
+        minimum = 1 if name in ("targets", "batch_per_device", "height", "width") else 0
+        if getattr(args, name) < minimum:
+            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: expected >= {minimum}")
     mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], jax.devices()[:count])
     report = plan(config, mesh, stage=args.stage, height=args.height, width=args.width, targets=args.targets,
                   preceding=args.preceding, references=args.references, batch_per_device=args.batch_per_device,

@@ -27,31 +27,58 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
     return sizes
 
 
+def resolve_sizes(sizes: dict[str, int], device_count: int, field: str = "mesh") -> dict[str, int]:
+    """``{axis: size}`` with at most one ``-1`` (the remaining devices) resolved for ``device_count`` devices;
+    ``ValueError`` naming ``field`` when they do not fit."""
+    sizes = dict(sizes)
+    bad = {k: v for k, v in sizes.items() if not (v == -1 or v >= 1)}
+    if bad or list(sizes.values()).count(-1) > 1:
+        raise ValueError(f"{field} sizes {sizes}: expected sizes >= 1 and at most one -1 (the remaining devices)")
+    known = int(np.prod([v for v in sizes.values() if v != -1]))
+    for name, value in sizes.items():
+        if value == -1:
+            if device_count % known:
+                raise ValueError(f"{field}.{name}=-1: the other sizes ({known}) do not divide {device_count} devices")
+            sizes[name] = device_count // known
+    return sizes
+
+
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all); one size may be -1 (the rest).
 
     Axes are ``AxisType.Auto`` (GSPMD style: shardings from ``jit`` in/out shardings and constraints).
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = [data, fsdp, tensor]
-    if sizes.count(-1) > 1:
-        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: at most one axis may be -1")
-    known = int(np.prod([s for s in sizes if s != -1]))
-    if -1 in sizes:
-        if len(devices) % known:
-            raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))} do not divide {len(devices)} devices")
-        sizes[sizes.index(-1)] = len(devices) // known
-    if any(s < 1 for s in sizes) or int(np.prod(sizes)) != len(devices):
-        raise ValueError(
-            f"mesh sizes {dict(zip(MESH_AXES, sizes))} need {int(np.prod(sizes))} devices, have {len(devices)}"
-        )
-    grid = np.asarray(devices, dtype=object).reshape(sizes)
+    sizes = resolve_sizes(dict(zip(MESH_AXES, (data, fsdp, tensor))), len(devices))
+    if int(np.prod(list(sizes.values()))) != len(devices):
+        raise ValueError(f"mesh sizes {sizes} need {int(np.prod(list(sizes.values())))} devices, have {len(devices)}")
+    grid = np.asarray(devices, dtype=object).reshape([sizes[a] for a in MESH_AXES])
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def mesh_from_config(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """The mesh described by a config's ``mesh`` section."""
-    return make_mesh(mesh_config.data, mesh_config.fsdp, mesh_config.tensor, devices)
+def mesh_sizes(config, device_count: int, process_count: int = 1) -> dict[str, int]:
+    """The resolved ``{data, fsdp, tensor}`` sizes of ``config.mesh`` for ``device_count`` devices.
+
+    A mesh without a -1 axis may use fewer devices than there are: a single process uses the first ones (e.g.
+    the tiny config's one-device mesh under 8 simulated devices); a multi-process run multiplies the ``data``
+    axis to cover every device (pure data parallelism across processes).
+    """
+    sizes = resolve_sizes({a: int(config.mesh[a]) for a in MESH_AXES}, device_count, "config.mesh")
+    total = int(np.prod(list(sizes.values())))
+    if process_count > 1 and total < device_count:  # every process must hold devices: replicate over `data`
+        if device_count % total:
+            raise ValueError(f"config.mesh sizes {sizes}: expected sizes dividing the device count {device_count}")
+        sizes["data"] *= device_count // total
+        total = device_count
+    if total > device_count:
+        raise ValueError(f"config.mesh sizes {sizes}: need {total} devices, there are {device_count}")
+    return sizes
+
+
+def mesh_for_config(config) -> Mesh:
+    """``config.mesh`` over the first ``data·fsdp·tensor`` devices (all of them when an axis is -1)."""
+    sizes = mesh_sizes(config, jax.device_count(), jax.process_count())
+    return make_mesh(**sizes, devices=jax.devices()[: int(np.prod(list(sizes.values())))])
 
 
 def logical_to_spec(logical_axes: Sequence[str | None], rules) -> PartitionSpec:

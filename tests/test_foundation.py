@@ -12,11 +12,14 @@ from mirage_jax import cli, config, sharding
 from mirage_jax.convert import safetensors_io
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "wan22_ti2v_5b"])
-def test_configs_load(name):
+@pytest.mark.parametrize("name", ["tiny", "tiny_wan", "small", "wan22_ti2v_5b"])
+def test_configs_load_and_validate(name):
+    from mirage_jax.config_checks import validate_config
+
     c = config.load_config(f"configs/{name}.py")
     assert c.name == name
     assert c.model.dim % c.model.num_heads == 0
+    validate_config(c, training=True, device_count=8, process_count=1)
 
 
 def test_default_config_path_works_outside_the_repo(tmp_path, monkeypatch):
@@ -40,6 +43,11 @@ def test_overrides_are_typed_and_checked():
         config.load_config("tiny", ["--config.train.num_steps=many"])
     with pytest.raises(ValueError, match="does not exist"):
         config.load_config("configs/nope.py")
+    # a removed duplicate names where its value lives now
+    with pytest.raises(ValueError, match=r"config.model.text_dim was removed; the DiT's text width is config.text.dim"):
+        config.load_config("tiny", ["--config.model.text_dim=64"])
+    with pytest.raises(ValueError, match="config.latent.temporal_factor was removed"):
+        config.load_config("tiny", ["latent.temporal_factor=8"])
 
 
 def test_mesh_shapes_and_errors():
@@ -50,6 +58,12 @@ def test_mesh_shapes_and_errors():
     assert mesh.shape == {"data": 1, "fsdp": n, "tensor": 1}
     with pytest.raises(ValueError, match="need"):
         sharding.make_mesh(data=n + 1, fsdp=1, tensor=1)
+    with pytest.raises(ValueError, match=r"mesh.fsdp=-1: the other sizes \(3\) do not divide 8 devices"):
+        sharding.make_mesh(data=1, fsdp=-1, tensor=3, devices=jax.devices()[:8])
+    c = config.load_config("tiny", ["mesh.fsdp=-1", "mesh.tensor=2"])
+    assert sharding.mesh_sizes(c, 8) == {"data": 1, "fsdp": 4, "tensor": 2}
+    c = config.load_config("tiny")  # 1 device per process, 2 processes of 1 device: data-parallel over both
+    assert sharding.mesh_sizes(c, 2, process_count=2) == {"data": 2, "fsdp": 1, "tensor": 1}
     assert sharding.parse_mesh_spec("fsdp=8,tensor=1") == {"fsdp": 8, "tensor": 1}
     with pytest.raises(ValueError, match="expected comma-separated"):
         sharding.parse_mesh_spec("model=2")

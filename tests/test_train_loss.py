@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from mirage_jax.config import load_config
-from mirage_jax.train.loss import LossSettings, flow_matching_loss, sample_sigmas, shift_sigma
+from mirage_jax.config_checks import validate_config
+from mirage_jax.sampling import shift_sigmas
+from mirage_jax.train.loss import LossSettings, flow_matching_loss, sample_sigmas
 from mirage_jax.train.optimizer import learning_rate_schedule, make_optimizer
-from mirage_jax.train.validate import stage_plan, validate_config
+from mirage_jax.train.validate import stage_plan
 
 B, TL, H, W, C, R, P, L, D = 3, 9, 4, 6, 8, 4, 2, 5, 7
 
@@ -46,7 +48,7 @@ class Oracle:
 
 def test_shift_and_sigma_sampling():
     s = jnp.linspace(0, 1, 11)
-    np.testing.assert_allclose(shift_sigma(s, 5.0), 5 * s / (1 + 4 * s), rtol=1e-6)
+    np.testing.assert_allclose(shift_sigmas(s, 5.0), 5 * s / (1 + 4 * s), rtol=1e-6)
     sig = np.asarray(sample_sigmas(jax.random.PRNGKey(0), 64, TL, 5.0))
     assert sig.shape == (64, TL) and np.all(sig[:, 0] == 0) and np.all((sig[:, 1:] > 0) & (sig[:, 1:] < 1))
     # shift 5 moves the median of U(0,1) (0.5) to 5/6
@@ -122,14 +124,22 @@ def test_stage_plan_and_validation_errors():
     assert stage_plan(c.train) == [("vace", 3), ("lora", 5)]
     c = load_config("tiny", ["--config.train.stages=vace", "--config.train.num_steps=7"])
     assert stage_plan(c.train) == [("vace", 7)]
-    validate_config(load_config("tiny"), device_count=1, process_count=1)
+    validate_config(load_config("tiny"), training=True, device_count=1, process_count=1)
     data_parallel = "--config.mesh.fsdp=-1"  # 8 data-parallel devices
     bad = [(["--config.train.lr=0"], "train.lr"), (["--config.train.stages=('vace','bogus')"], "train.stages"),
            (["--config.train.batch_size=6", data_parallel], "train.batch_size"),
            (["--config.train.stage_steps=(1,2)"], "stage_steps"),
            (["--config.model.score_source=white"], "score_source"), (["--config.train.grad_accum=0"], "grad_accum"),
            (["--config.mesh.fsdp=-1", "--config.mesh.tensor=3"], "mesh"),
-           (["--config.mesh.fsdp=16"], "mesh"), (["--config.train.schedule=linear"], "schedule")]
+           (["--config.mesh.fsdp=16"], "mesh"), (["--config.train.schedule=linear"], "schedule"),
+           # every command's checks (not only training's): resolution, frame counts, clips, choices
+           (["--config.data.height=30"], "data.height=30: expected a positive multiple of 8"),
+           (["--config.data.target_frames=32"], "data.target_frames=32: expected a frame count 4N\\+1"),
+           (["--config.data.clip_frames=21"], "data.clip_frames=21: expected >= data.target_frames"),
+           (["--config.data.num_clips=0"], "data.num_clips"), (["--config.sample.cache=voxel"], "sample.cache"),
+           (["--config.memory.reference_rule=later"], "memory.reference_rule"),
+           (["--config.memory.capacity=2000000000000"], "memory.capacity"),
+           (["--config.sample.chunk_frames=3"], "sample.chunk_frames")]
     for overrides, field in bad:
         with pytest.raises(ValueError, match=field):
-            validate_config(load_config("tiny", overrides), device_count=8, process_count=1)
+            validate_config(load_config("tiny", overrides), training=True, device_count=8, process_count=1)

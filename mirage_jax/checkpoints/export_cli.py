@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from mirage_jax.checkpoints import load_model, open_source, resolve_config
+    from mirage_jax.config_checks import validate_config
     from mirage_jax.convert.export import write_export
     from mirage_jax.output_dirs import check_new_output
 
@@ -36,6 +37,7 @@ def run(args) -> int:
         config, notes = resolve_config(source, args.config, getattr(args, "overrides", []))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
+        validate_config(config)
         if not config.model.vace_layers:
             raise ValueError(f"{source.name} has no VACE branch (config.model.vace_layers is empty): nothing of "
                              "Mirage to export; train a 'vace' stage first")

@@ -259,17 +259,17 @@ def config_from_diffusers(config_json: dict):
     m.num_layers = int(config_json["num_layers"])
     m.ffn_dim = int(config_json["ffn_dim"])
     m.patch_size = tuple(int(p) for p in config_json["patch_size"])
-    m.in_channels = int(config_json["in_channels"])
-    m.out_channels = int(config_json.get("out_channels") or config_json["in_channels"])
-    m.text_dim = int(config_json["text_dim"])
+    channels = int(config_json["in_channels"])
+    if int(config_json.get("out_channels") or channels) != channels:
+        raise ValueError("diffusers config: out_channels != in_channels is not supported (a latent space in and out)")
     m.freq_dim = int(config_json["freq_dim"])
     m.eps = float(config_json["eps"])
     m.vace_layers = tuple(int(v) for v in config_json.get("vace_layers") or ())
     m.vace_in_channels = int(config_json.get("vace_in_channels") or m.vace_in_channels)
     m.lora_rank = 0
     m.compute_dtype = "float32"
-    c.text.dim = m.text_dim
-    c.latent.channels = m.in_channels
+    c.text.dim = int(config_json["text_dim"])
+    c.latent.channels = channels
     return c
 
 
@@ -311,10 +311,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mirage_jax.config import load_config
+    from mirage_jax.config_checks import validate_config
     from mirage_jax.output_dirs import check_new_output
 
     try:
         config = load_config(args.config, args.overrides)
+        validate_config(config)
         check_new_output(args.out, "--out")
         model, groups = load_model(config, args.input, seed=args.seed)
         out = save_converted(model, config, args.out, groups, args.input)

@@ -24,7 +24,7 @@ from mirage_jax import geometry, memory
 from mirage_jax.data.sources import resize_clip
 from mirage_jax.memory import downsample_depth
 from mirage_jax.models.sequence_slots import place_preceding, place_references
-from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_video_length, num_latents
+from mirage_jax.video_shapes import FRAMES_PER_LATENT, check_video_length, num_latents
 
 
 @dataclasses.dataclass(frozen=True)

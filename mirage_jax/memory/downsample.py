@@ -20,7 +20,9 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
-MODES = ("bilinear", "robust")
+from mirage_jax.config import CHOICES
+
+MODES = CHOICES["memory.depth_downsample"]
 
 
 def _centre_taps(factor: int) -> tuple[int, int, float]:

@@ -68,8 +68,9 @@ class DiTSettings:
         rules = tuple((name, tuple(t) if isinstance(t, (list, tuple)) else t) for name, t in config.mesh.rules)
         s = cls(
             dim=int(m.dim), num_layers=int(m.num_layers), num_heads=int(m.num_heads), ffn_dim=int(m.ffn_dim),
-            patch_size=tuple(int(p) for p in m.patch_size), in_channels=int(m.in_channels),
-            out_channels=int(m.out_channels), text_dim=int(m.text_dim), freq_dim=int(m.freq_dim), eps=float(m.eps),
+            patch_size=tuple(int(p) for p in m.patch_size), in_channels=int(config.latent.channels),
+            out_channels=int(config.latent.channels), text_dim=int(config.text.dim), freq_dim=int(m.freq_dim),
+            eps=float(m.eps),
             rope_theta=float(m.rope_theta), vace_layers=tuple(int(v) for v in m.vace_layers),
             vace_in_channels=int(m.vace_in_channels), lora_rank=int(m.lora_rank), lora_alpha=float(m.lora_alpha),
             scan_layers=bool(m.scan_layers), remat_policy=str(m.remat_policy), compute_dtype=str(m.compute_dtype),

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax.models.vae import patchify
-from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_latents, check_video, num_latents
+from mirage_jax.video_shapes import FRAMES_PER_LATENT, check_latents, check_video, num_latents
 
 
 class LatentSpace:

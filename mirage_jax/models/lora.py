@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from flax import nnx
 
+from mirage_jax.config import CHOICES
 from mirage_jax.models.layers import Linear, LoRAParam
 
-STAGES = ("vace", "lora", "full")
+STAGES = CHOICES["train.stages"]
 
 
 def trainable_filter(stage: str):

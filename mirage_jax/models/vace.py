@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mirage_jax.config import CHOICES
 from mirage_jax.models.block import DiTSettings, Rope, WanBlock, scan_layers, stack_modules
 from mirage_jax.models.layers import Linear
 
-SCORE_SOURCES = ("constant", "hit_mask")
+SCORE_SOURCES = CHOICES["model.score_source"]
 
 
 def build_control(scene: jax.Array, hit: jax.Array, score_source: str, score_latent: jax.Array | None = None):

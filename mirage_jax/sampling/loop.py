@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mirage_jax.config import CHOICES
 from mirage_jax.sampling.schedules import flow_sigmas, model_timesteps
 from mirage_jax.sampling.unipc import unipc_coefficients
 
-SAMPLERS = ("unipc", "euler")
+SAMPLERS = CHOICES["sample.sampler"]
 
 
 class Schedule(NamedTuple):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirage_jax.config import CHOICES
+
 NUM_TRAIN_TIMESTEPS = 1000
-GRIDS = ("wan", "diffusers")
+GRIDS = CHOICES["sample.sigma_grid"]
 
 
 def shift_sigmas(sigmas, shift: float):

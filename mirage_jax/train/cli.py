@@ -57,10 +57,10 @@ def run(args) -> int:
 
     try:
         config = load_config(args.config, getattr(args, "overrides", []))
-        from mirage_jax.train.validate import validate_config
+        from mirage_jax.train.validate import check_training_start
 
         initialize_distributed(args)
-        validate_config(config, workdir=args.workdir)
+        check_training_start(config, workdir=args.workdir)
     except ValueError as err:
         print(f"mirage-jax train: error: {err}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
 from mirage_jax.config import config_from_json, describe_differences, differences, model_fields
 from mirage_jax.models.depth_head import make_depth_head
-from mirage_jax.models.video_shapes import num_frames
+from mirage_jax.sharding import mesh_for_config
 from mirage_jax.train.loss import NUM_BUCKETS, LossSettings
 from mirage_jax.train.metrics import (
     MetricsWriter,
@@ -40,7 +40,8 @@ from mirage_jax.train.metrics import (
 )
 from mirage_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from mirage_jax.train.step import batch_sharding, make_eval_step, make_train_step, new_train_state
-from mirage_jax.train.validate import mesh_for_config, stage_plan, validate_config
+from mirage_jax.train.validate import check_training_start, stage_plan
+from mirage_jax.video_shapes import num_frames
 
 BATCH_KEYS = ("target_latents", "target_scene", "target_hit", "preceding_latents", "preceding_scene",
               "preceding_hit", "preceding_mask", "reference_latents", "reference_mask", "context")
@@ -281,7 +282,7 @@ def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None)
     ``checkpoint_dir``, ``workdir``, ``init_checkpoint`` (where the weights came from, or None). ``mesh``
     defaults to ``mesh_for_config(config)``.
     """
-    validate_config(config, device_count=None if mesh is None else mesh.size, workdir=workdir)
+    check_training_start(config, device_count=None if mesh is None else mesh.size, workdir=workdir)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     plan = stage_plan(config.train)

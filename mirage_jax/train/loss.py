@@ -1,7 +1,8 @@
-"""The flow-matching training loss of DESIGN.md §5 (one function, pure, jit-able).
+"""The flow-matching training loss (one function, pure, jit-able).
 
-Per example and per target latent frame, ``σ ~ U(0, 1)`` shifted by ``σ' = sσ / (1 + (s-1)σ)`` (the
-official draws one σ per frame shared by the batch; we draw per example too, which only adds variety).
+Per example and per target latent frame, ``σ ~ U(0, 1)`` shifted by ``σ' = sσ / (1 + (s-1)σ)`` (the sampler's
+``shift_sigmas``; the official draws one σ per frame shared by the batch; we draw per example too, which only
+adds variety).
 Target frame 0 is clean (σ = 0, timestep 0) and excluded from the loss. The sequence fed to the model is
 ``[references | noisy targets | preceding]``; references and preceding latents are clean (timestep 0), get no
 loss, and the batch masks (random counts drawn by the data pipeline) become the model's ``frame_mask``.
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 
 from mirage_jax.models.sequence_slots import keep_preceding_slots, keep_reference_slots
 from mirage_jax.models.vace import build_control
+from mirage_jax.sampling.schedules import shift_sigmas
 
 NUM_BUCKETS = 4  # loss reported per timestep bucket: σ' in [0, .25), [.25, .5), [.5, .75), [.75, 1]
 
@@ -40,14 +42,9 @@ class LossSettings:
                    score_source=str(config.model.score_source))
 
 
-def shift_sigma(sigma: jax.Array, shift: float) -> jax.Array:
-    """``σ' = sσ / (1 + (s-1)σ)`` (maps [0, 1] onto [0, 1], pushing mass towards 1 for s > 1)."""
-    return shift * sigma / (1.0 + (shift - 1.0) * sigma)
-
-
 def sample_sigmas(key: jax.Array, batch: int, frames: int, shift: float) -> jax.Array:
     """Shifted per-frame noise levels ``[batch, frames]``; column 0 (the clean first frame) is exactly 0."""
-    sigma = shift_sigma(jax.random.uniform(key, (batch, frames), jnp.float32), shift)
+    sigma = shift_sigmas(jax.random.uniform(key, (batch, frames), jnp.float32), shift)
     return sigma.at[:, 0].set(0.0)
 
 

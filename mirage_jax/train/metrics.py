@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mirage_jax.models.video_shapes import num_latents
+from mirage_jax.video_shapes import num_latents
 
 # Dense bf16 peak TFLOP/s per device, by substring of ``device.device_kind`` (public spec sheets).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "v6": 918.0, "v5p": 459.0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_video_length, num_latents
+from mirage_jax.video_shapes import FRAMES_PER_LATENT, check_video_length, num_latents
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mirage_jax.config import CHOICES
 from mirage_jax.models.depth_head import LatentDepthHead
 
-DEPTH_SOURCES = ("geometry", "head")
+DEPTH_SOURCES = CHOICES["sample.depth_source"]
 
 
 class GeometryDepth:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from mirage_jax.models.video_shapes import check_video_length  # noqa: PLC0415
+    from mirage_jax.video_shapes import check_video_length  # noqa: PLC0415
     from mirage_jax.world.evaluate import check_choices, evaluate, format_table  # noqa: PLC0415
 
     try:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from mirage_jax.models.video_shapes import check_video_length  # noqa: PLC0415
+    from mirage_jax.video_shapes import check_video_length  # noqa: PLC0415
     from mirage_jax.world.outputs import save_rollout  # noqa: PLC0415
     from mirage_jax.world.rollout import check_inputs, rollout  # noqa: PLC0415
 

@@ -54,6 +54,9 @@ def load_config_and_check(args):
         config, notes = resolve_config(source, args.config, overrides)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
+    from mirage_jax.config_checks import validate_config  # noqa: PLC0415
+
+    validate_config(config)
     depth_source = args.depth_source or config.sample.depth_source
     if depth_source == "head" and (source is None or not source.has_depth_head):
         raise ValueError("--depth-source head needs a trained checkpoint with a depth head "

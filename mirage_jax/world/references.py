@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from mirage_jax import memory
+from mirage_jax.config import CHOICES
 from mirage_jax.world.caches.base import Views
 
-REFERENCE_RULES = ("frozen", "current")
+REFERENCE_RULES = CHOICES["memory.reference_rule"]
 
 
 class FrozenReferences:

@@ -35,9 +35,9 @@ from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.models.sequence_slots import place_preceding, place_references
 from mirage_jax.models.text import make_text_encoder
 from mirage_jax.models.vace import build_control
-from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, longest_video
-from mirage_jax.models.video_shapes import num_frames as video_frames
 from mirage_jax.sampling import schedule_args
+from mirage_jax.video_shapes import FRAMES_PER_LATENT, longest_video
+from mirage_jax.video_shapes import num_frames as video_frames
 from mirage_jax.world.caches import CACHES, Views, make_cache
 from mirage_jax.world.chunks import Chunk, iteration_plan
 from mirage_jax.world.denoiser import denoise_chunk, split_model

@@ -32,7 +32,7 @@ from mirage_jax.models.vae import patchify
 from mirage_jax.models.vae.cache import ChunkCache
 from mirage_jax.models.vae.constants import LATENTS_MEAN, LATENTS_STD
 from mirage_jax.models.vae.layers import CausalConv3d, DownBlock, MidBlock, PointwiseConv, RMSNorm, UpBlock
-from mirage_jax.models.video_shapes import FRAMES_PER_LATENT, check_latents, check_video
+from mirage_jax.video_shapes import FRAMES_PER_LATENT, check_latents, check_video
 from mirage_jax.xla_options import conv_jit
 
 PIXEL_UNSHUFFLE = 2  # 2×2 pixel-unshuffle in front of the encoder (RGB → 12 channels)

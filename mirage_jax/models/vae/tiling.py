@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirage_jax.models.video_shapes import check_latents, check_video
+from mirage_jax.video_shapes import check_latents, check_video
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:

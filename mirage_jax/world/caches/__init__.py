@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mirage_jax.config import CHOICES
 from mirage_jax.world.caches.base import PointCache, Views
 from mirage_jax.world.caches.empty import NoCache
 from mirage_jax.world.caches.latent import LatentCache
 from mirage_jax.world.caches.rgb import RGBCache
 
-CACHES = ("latent", "none", "rgb")
+CACHES = CHOICES["sample.cache"]
 
 __all__ = ["CACHES", "LatentCache", "NoCache", "PointCache", "RGBCache", "Views", "make_cache"]
 
@@ -31,7 +32,7 @@ def make_cache(kind: str, config, space, total_latents: int, write_frames: int):
     """The cache ``kind`` for a rollout generating ``total_latents`` latents, at most ``write_frames`` per write."""
     if kind == "latent":
         return LatentCache(int(config.memory.capacity), space.channels, jnp.dtype(config.memory.feature_dtype),
-                           config.memory.depth_downsample, write_frames)
+                           config.memory.depth_downsample, write_frames, float(config.memory.dedup_voxel_size))
     if kind == "none":
         return NoCache(space.channels)
     if kind == "rgb":

@@ -11,8 +11,9 @@ from mirage_jax.world.caches.base import PointCache, Views
 class LatentCache(PointCache):
     """The latent spatial memory (DESIGN.md §3): write latents with their depth, read at latent resolution."""
 
-    def __init__(self, capacity: int, channels: int, dtype, depth_downsample: str, write_frames: int):
-        super().__init__(memory.init(capacity, channels, dtype), write_frames)
+    def __init__(self, capacity: int, channels: int, dtype, depth_downsample: str, write_frames: int,
+                 dedup_voxel_size: float):
+        super().__init__(memory.init(capacity, channels, dtype, voxel_size=dedup_voxel_size), write_frames)
         self.depth_downsample = depth_downsample
 
     def write(self, latents, frames, depth, keep, k_depth, c2w, k_pix):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax import memory
-from mirage_jax.models.video_shapes import FRAMES_PER_LATENT
+from mirage_jax.video_shapes import FRAMES_PER_LATENT
 from mirage_jax.world.caches.base import PointCache, Views
 
 RGB_VOXEL = 1e-3  # metres: only exact re-observations of a surface point are merged
