@@ -1,8 +1,9 @@
-"""``mirage-jax plan``: AOT-compile one training step on simulated devices and report per-device memory.
+"""``mirage-jax plan``: AOT-compile the training step on simulated devices and report per-device memory.
 
 Nothing is allocated: the model, optimizer state and batch are abstract (``nnx.eval_shape``,
-``jax.ShapeDtypeStruct`` with shardings from the logical axes); the step (DiT + VACE + LoRA forward, flow-matching
-loss on the target frames, backward, AdamW update) is lowered and compiled for the mesh and
+``jax.ShapeDtypeStruct`` with shardings from the logical axes); the step is the one ``mirage-jax train``
+runs (``train.step.make_train_step``: DiT + VACE + LoRA forward, flow-matching loss, backward, gradient
+clipping and AdamW with the configured schedule), lowered and compiled for the mesh, and
 ``compiled.memory_analysis()`` gives the per-device argument / temporary (activation) bytes.
 
     mirage-jax plan --config configs/wan22_ti2v_5b.py --mesh fsdp=8,tensor=1 [--stage vace|lora|full]
@@ -78,16 +79,20 @@ def parameter_counts(model) -> dict[str, int]:
 
 def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, preceding: int, references: int,
          batch_per_device: int = 1, frozen_dtype: str | None = None) -> dict:
-    """Compiles one training step abstractly on ``mesh``; returns counts, bytes per device and timings."""
+    """Compiles the training step ``mirage-jax train`` runs (``train.step.make_train_step``: the flow-matching
+    loss, the project's optimizer with its clipping and schedule, donated state) abstractly on ``mesh`` for one
+    stage and a batch of the given latent sizes; returns counts, bytes per device and timings."""
     import jax
     import jax.numpy as jnp
-    import optax
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from mirage_jax.models import DiTSettings, WanDiT, state_shardings
+    from mirage_jax.models import DiTSettings, WanDiT
     from mirage_jax.models.lora import trainable_filter
-    from mirage_jax.models.partitioning import fitted_spec
+    from mirage_jax.train.loop import BATCH_KEYS
+    from mirage_jax.train.loss import LossSettings
+    from mirage_jax.train.optimizer import make_optimizer
+    from mirage_jax.train.step import batch_sharding, make_train_step, train_state_shardings
 
     s = DiTSettings.from_config(config)
     t0 = time.perf_counter()
@@ -95,63 +100,49 @@ def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, pre
     graphdef, trainable, frozen = nnx.split(abstract, trainable_filter(stage), ...)
     if frozen_dtype:
         frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(frozen_dtype)), frozen)
-    counts = parameter_counts(abstract)
-    p_train = state_shardings(trainable, mesh, s.rules)
-    p_frozen = state_shardings(frozen, mesh, s.rules)
-    tx = optax.adamw(config.train.lr, b1=config.train.b1, b2=config.train.b2, weight_decay=config.train.weight_decay)
-    opt_abstract = jax.eval_shape(tx.init, trainable)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    p_opt = optax.tree_map_params(tx, lambda _, sh: sh, opt_abstract, p_train,
-                                  transform_non_params=lambda _: replicated)
+    tx = make_optimizer(config.train, int(config.train.num_steps))
+    state = {"trainable": {"dit": trainable}, "frozen": frozen, "opt": jax.eval_shape(tx.init, {"dit": trainable}),
+             "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": jax.eval_shape(lambda: jax.random.PRNGKey(0))}
+    state_shardings = train_state_shardings(state, tx, mesh, s.rules)
 
     batch = batch_per_device * mesh.shape["data"] * mesh.shape["fsdp"]
-    frames = references + targets + preceding
-    m = config.model
-    shapes = {
-        "latents": (batch, frames, height, width, s.in_channels),
-        "noise": (batch, frames, height, width, s.in_channels),
-        "timesteps": (batch, frames),
-        "context": (batch, config.text.max_length, s.text_dim),
-        "control": (batch, targets + preceding, height, width, m.vace_in_channels),
-        "frame_mask": (batch, frames),
-    }
-    batch_axes = ("batch", None, None, None, None)
-    p_batch = {k: NamedSharding(mesh, fitted_spec(v, batch_axes[: len(v)], s.rules, mesh.shape))
-               for k, v in shapes.items()}
-    abstract_batch = {k: jax.ShapeDtypeStruct(v, jnp.bool_ if k == "frame_mask" else jnp.float32,
-                                              sharding=p_batch[k]) for k, v in shapes.items()}
+    c, ctx = s.in_channels, (config.text.max_length, s.text_dim)
+    shapes = {"target_latents": ((batch, targets, height, width, c), jnp.float32),
+              "target_scene": ((batch, targets, height, width, c), jnp.float32),
+              "target_hit": ((batch, targets, height, width), jnp.bool_),
+              "preceding_latents": ((batch, preceding, height, width, c), jnp.float32),
+              "preceding_scene": ((batch, preceding, height, width, c), jnp.float32),
+              "preceding_hit": ((batch, preceding, height, width), jnp.bool_),
+              "preceding_mask": ((batch, preceding), jnp.bool_),
+              "reference_latents": ((batch, references, height, width, c), jnp.float32),
+              "reference_mask": ((batch, references), jnp.bool_), "context": ((batch, *ctx), jnp.float32)}
+    assert set(shapes) == set(BATCH_KEYS)
+    batch_shardings = {k: batch_sharding(mesh, len(shape), s.rules) for k, (shape, _) in shapes.items()}
+    replicated = NamedSharding(mesh, PartitionSpec())
+    settings = LossSettings.from_config(config)
+    score = None
+    if settings.score_source == "constant":
+        score = jax.ShapeDtypeStruct((targets + preceding, height, width, c), jnp.float32, sharding=replicated)
+    step = make_train_step(graphdef, tx, settings, grad_accum=int(config.train.grad_accum),
+                           state_sharding=state_shardings, batch_shardings=batch_shardings, mesh=mesh)
 
-    def step(trainable, frozen, opt_state, data):
-        def loss_fn(params):
-            model = nnx.merge(graphdef, params, frozen)
-            sigma = data["timesteps"][:, :, None, None, None] / 1000.0
-            x_t = (1 - sigma) * data["latents"] + sigma * data["noise"]
-            v = model(x_t, data["timesteps"], data["context"], num_references=references,
-                      control=data["control"], frame_mask=data["frame_mask"])
-            err = jnp.square(v - (data["noise"] - data["latents"]))[:, references:references + targets]
-            return jnp.mean(err)
-
-        loss, grads = jax.value_and_grad(loss_fn)(trainable)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
-        return optax.apply_updates(trainable, updates), opt_state, loss
-
-    def with_sharding(tree, shardings):
+    def placed(tree, shardings):
         return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), tree, shardings)
 
-    jitted = jax.jit(step, in_shardings=(p_train, p_frozen, p_opt, p_batch),
-                     out_shardings=(p_train, p_opt, replicated), donate_argnums=(0, 2))
+    abstract_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_shardings[k])
+                      for k, (shape, dtype) in shapes.items()}
     with jax.set_mesh(mesh):
-        lowered = jitted.lower(with_sharding(trainable, p_train), with_sharding(frozen, p_frozen),
-                               with_sharding(opt_abstract, p_opt), abstract_batch)
+        lowered = step.lower(placed(state, state_shardings), abstract_batch,
+                             jax.ShapeDtypeStruct(ctx, jnp.float32, sharding=replicated), score)
     t_lower = time.perf_counter() - t0
     compiled = lowered.compile()
     t_compile = time.perf_counter() - t0 - t_lower
     mem = compiled.memory_analysis()
     per_device = {
-        "trainable_params": _device_bytes(trainable, p_train),
-        "frozen_params": _device_bytes(frozen, p_frozen),
-        "optimizer": _device_bytes(opt_abstract, p_opt),
-        "batch": _device_bytes(abstract_batch, p_batch),
+        "trainable_params": _device_bytes(state["trainable"], state_shardings["trainable"]),
+        "frozen_params": _device_bytes(frozen, state_shardings["frozen"]),
+        "optimizer": _device_bytes(state["opt"], state_shardings["opt"]),
+        "batch": _device_bytes(abstract_batch, batch_shardings),
         "arguments": int(mem.argument_size_in_bytes),
         "outputs": int(mem.output_size_in_bytes),
         "aliased": int(mem.alias_size_in_bytes),
@@ -159,9 +150,10 @@ def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, pre
     }
     per_device["total"] = (per_device["arguments"] + per_device["outputs"] - per_device["aliased"]
                            + per_device["temp_activations"])
+    frames = references + targets + preceding
     return {"mesh": dict(mesh.shape), "stage": stage, "global_batch": batch, "frames": frames,
-            "tokens_per_sample": frames * (height // m.patch_size[1]) * (width // m.patch_size[2]),
-            "param_counts": counts, "bytes_per_device": per_device,
+            "tokens_per_sample": frames * (height // s.patch_size[1]) * (width // s.patch_size[2]),
+            "param_counts": parameter_counts(abstract), "bytes_per_device": per_device,
             "lower_s": round(t_lower, 1), "compile_s": round(t_compile, 1)}
 
 
