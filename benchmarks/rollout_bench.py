@@ -1,6 +1,6 @@
 """Rollout cost: latent memory vs RGB point cache, seconds per frame and cache bytes per chunk over 5 chunks.
 
-What differs between the two pipelines is the scene cache (DESIGN.md §10; the paper: 0.25 vs 2.6-7.6 s/frame,
+What differs between the two pipelines is the scene cache (the paper: 0.25 vs 2.6-7.6 s/frame,
 2.25 vs 124 MiB at chunk 5); the DiT, the decoder and the write-back depth are the same. So the benchmark
 measures, side by side on the same trajectory (a procedural ``loop`` world, exact depth):
 
@@ -144,8 +144,8 @@ def end_to_end(config_name: str, hw, chunks: int, steps: int, oracle: bool = Fal
     """Part 2: full rollouts of one model (the config's, randomly initialised, or the oracle), one per cache
     variant, on the same path."""
     from mirage_jax.models import build_model  # noqa: PLC0415
+    from mirage_jax.world.generator import rollout  # noqa: PLC0415
     from mirage_jax.world.oracle import oracle_model  # noqa: PLC0415
-    from mirage_jax.world.rollout import rollout  # noqa: PLC0415
 
     config = load_config(config_name)
     config.data.height, config.data.width = hw

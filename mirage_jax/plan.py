@@ -87,9 +87,9 @@ def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, pre
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec
 
+    from mirage_jax.data.training_example import MODEL_INPUTS, ExampleSizes
     from mirage_jax.models import DiTSettings, WanDiT
     from mirage_jax.models.lora import trainable_filter
-    from mirage_jax.train.loop import BATCH_KEYS
     from mirage_jax.train.loss import LossSettings
     from mirage_jax.train.optimizer import make_optimizer
     from mirage_jax.train.step import batch_sharding, make_train_step, train_state_shardings
@@ -106,23 +106,16 @@ def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, pre
     state_shardings = train_state_shardings(state, tx, mesh, s.rules)
 
     batch = batch_per_device * mesh.shape["data"] * mesh.shape["fsdp"]
-    c, ctx = s.in_channels, (config.text.max_length, s.text_dim)
-    shapes = {"target_latents": ((batch, targets, height, width, c), jnp.float32),
-              "target_scene": ((batch, targets, height, width, c), jnp.float32),
-              "target_hit": ((batch, targets, height, width), jnp.bool_),
-              "preceding_latents": ((batch, preceding, height, width, c), jnp.float32),
-              "preceding_scene": ((batch, preceding, height, width, c), jnp.float32),
-              "preceding_hit": ((batch, preceding, height, width), jnp.bool_),
-              "preceding_mask": ((batch, preceding), jnp.bool_),
-              "reference_latents": ((batch, references, height, width, c), jnp.float32),
-              "reference_mask": ((batch, references), jnp.bool_), "context": ((batch, *ctx), jnp.float32)}
-    assert set(shapes) == set(BATCH_KEYS)
+    sizes = ExampleSizes(targets=targets, preceding=preceding, references=references, height=height, width=width,
+                         channels=s.in_channels, text_length=int(config.text.max_length), text_dim=s.text_dim)
+    shapes = {k: v for k, v in sizes.shapes(batch).items() if k in MODEL_INPUTS}
     batch_shardings = {k: batch_sharding(mesh, len(shape), s.rules) for k, (shape, _) in shapes.items()}
     replicated = NamedSharding(mesh, PartitionSpec())
     settings = LossSettings.from_config(config)
     score = None
     if settings.score_source == "constant":
-        score = jax.ShapeDtypeStruct((targets + preceding, height, width, c), jnp.float32, sharding=replicated)
+        score = jax.ShapeDtypeStruct((targets + preceding, height, width, sizes.channels), jnp.float32,
+                                     sharding=replicated)
     step = make_train_step(graphdef, tx, settings, grad_accum=int(config.train.grad_accum),
                            state_sharding=state_shardings, batch_shardings=batch_shardings, mesh=mesh)
 
@@ -132,8 +125,8 @@ def plan(config, mesh, *, stage: str, height: int, width: int, targets: int, pre
     abstract_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_shardings[k])
                       for k, (shape, dtype) in shapes.items()}
     with jax.set_mesh(mesh):
-        lowered = step.lower(placed(state, state_shardings), abstract_batch,
-                             jax.ShapeDtypeStruct(ctx, jnp.float32, sharding=replicated), score)
+        empty_context = jax.ShapeDtypeStruct((sizes.text_length, sizes.text_dim), jnp.float32, sharding=replicated)
+        lowered = step.lower(placed(state, state_shardings), abstract_batch, empty_context, score)
     t_lower = time.perf_counter() - t0
     compiled = lowered.compile()
     t_compile = time.perf_counter() - t0 - t_lower

@@ -1,4 +1,4 @@
-"""Grain pipeline: BATCH.md contract, determinism, exact resume from an Orbax checkpoint, process shards."""
+"""Grain pipeline: the training example's contract, determinism, exact Orbax resume, process shards."""
 
 import grain
 import jax
@@ -11,6 +11,7 @@ from mirage_jax.config import load_config
 from mirage_jax.data import pipeline, tfds_io
 from mirage_jax.data.examples import ExampleSpec
 from mirage_jax.data.latent_cache import CachedLatentSpace
+from mirage_jax.data.training_example import MODEL_INPUTS, ExampleSizes, TrainingExample, check_batch
 from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.models.text import make_text_encoder
 
@@ -39,6 +40,38 @@ def _assert_batches_equal(a, b):
         assert x.keys() == y.keys()
         for key in x:
             np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_training_example_structure_matches_the_pipeline(setup):
+    """The typed structure is what the pipeline produces: every field, in the shapes the config implies (these
+    overrides make Tl=3, P=2, R=4, h x w = 4x8, L x D = 8x32, so no size coincides with another)."""
+    config, source, ls, te = setup
+    batch = next(pipeline.make_train_iterator(config, ls, te, source=source))
+    sizes = ExampleSizes.from_config(config)
+    assert (sizes.targets, sizes.preceding, sizes.references, sizes.height, sizes.width) == (3, 2, 4, 4, 8)
+    assert set(batch) == set(TrainingExample.__annotations__) == set(sizes.shapes())
+    check_batch(batch, sizes, 2, required=tuple(TrainingExample.__annotations__))
+    for key, (shape, dtype) in sizes.shapes(2).items():
+        assert batch[key].shape == shape and batch[key].dtype == dtype, key
+
+
+def test_check_batch_names_the_field_and_the_expected_shape(setup):
+    config = setup[0]
+    sizes = ExampleSizes.from_config(config)
+    good = {k: np.zeros(shape, dtype) for k, (shape, dtype) in sizes.shapes(2).items()}
+    check_batch(good, sizes, 2)
+    wrong_width = dict(good, target_scene=np.zeros((2, 3, 4, 9, 48), np.float32))
+    with pytest.raises(ValueError, match=r"'target_scene' is float32 \[2, 3, 4, 9, 48\], expected float32 "
+                                         r"\[2, 3, 4, 8, 48\]"):
+        check_batch(wrong_width, sizes, 2)
+    with pytest.raises(ValueError, match=r"'preceding_mask' is float32 .*expected bool \[2, 2\]"):
+        check_batch(dict(good, preceding_mask=np.zeros((2, 2), np.float32)), sizes, 2)
+    with pytest.raises(ValueError, match=r"missing field 'context' \(expected float32 \[2, 8, 32\]\)"):
+        check_batch({k: v for k, v in good.items() if k != "context"}, sizes, 2)
+    with pytest.raises(ValueError, match=r"'target_latents' is float32 \[3, 3"):  # batch of 3, 2 expected
+        check_batch({k: np.zeros((3, *v.shape[1:]), v.dtype) for k, v in good.items()}, sizes, 2)
+    partial = {k: good[k] for k in MODEL_INPUTS}  # target_depth and clip_index are optional for the step
+    check_batch(partial, sizes, 2)
 
 
 def test_batch_contract_and_content(setup):

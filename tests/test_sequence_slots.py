@@ -77,7 +77,7 @@ def test_the_rollout_places_them_by_the_rule(monkeypatch):
     latents before its frame 0, oldest first in the first slots) and fewer references than slots."""
     from mirage_jax.world.oracle import oracle_model
 
-    rollout_module = importlib.import_module("mirage_jax.world.rollout")  # the module, not the function
+    rollout_module = importlib.import_module("mirage_jax.world.generator")
 
     calls = []
     original = rollout_module.denoise_chunk

@@ -122,3 +122,37 @@ def test_batched_cfg_runs_and_is_exact_for_a_context_free_model(config, clip, or
     guided.sample.guidance_scale = 3.0
     result = rollout(guided, oracle_model(guided.latent.channels), clip, FRAMES, cache="latent", progress=False)
     np.testing.assert_allclose(result.latents, oracle_runs["latent"].latents, atol=1e-5)
+
+
+
+def test_generator_steps_keep_arrays_on_the_device(config, clip, oracle_runs):
+    """One generator runs several camera paths; its named steps hand each other device arrays (never numpy), and
+    under a device→host transfer guard (effective on accelerators; CPU arrays already live in host memory) only
+    the explicit transfers of outputs and metadata happen. The videos equal the one-call ``rollout``'s."""
+    import jax
+
+    from mirage_jax.world import WorldGenerator
+
+    generator = WorldGenerator(config, oracle_model(config.latent.channels))
+    with jax.transfer_guard_device_to_host("disallow"):
+        results = {cache: generator.generate(clip, FRAMES, cache=cache, progress=False)
+                   for cache in ("latent", "rgb", "none")}
+    for cache in ("latent", "none"):
+        np.testing.assert_array_equal(results[cache].video, oracle_runs[cache].video)
+        np.testing.assert_array_equal(results[cache].latents, oracle_runs[cache].latents)
+    assert results["rgb"].video.shape == (FRAMES, H, W, 3)
+
+    plan = iteration_plan(FRAMES, int(config.sample.chunk_frames))
+    for cache in ("latent", "rgb"):
+        run = generator.start(clip, plan, cache, "geometry", None, None, 0)
+        for chunk in plan[:2]:
+            views, scene, hit, _ = generator.read_scene(run, chunk)
+            context = generator.gather_context(run, chunk, views, scene, hit)
+            latents, _ = generator.denoise(run, chunk, context)
+            frames, _ = generator.decode(latents)
+            generator.write_back(run, chunk, latents, frames, scene, hit)
+            exchanged = {"scene": scene, "hit": hit, "references": context.references,
+                         "preceding": context.preceding, "control": context.control, "latents": latents,
+                         "frames": frames, "run.latents": run.latents, "run.scenes": run.scenes, "run.hits": run.hits}
+            on_host = [name for name, value in exchanged.items() if not isinstance(value, jax.Array)]
+            assert not on_host, f"{cache} cache, chunk {chunk.index}: {on_host} left the device"

@@ -5,23 +5,27 @@ the temporal positions ``-R..-1`` and the preceding slots ``T..T+P-1`` (``mirage
 official pipeline pads nothing: ``r`` references take ``-r..-1`` and ``p`` preceding latents ``T..T+p-1``.
 So with fewer real entries than slots, the references fill the LAST slots and the preceding latents the FIRST
 ones, with the padding (masked out as attention keys) on the far side of each block: every real entry keeps
-the position the official gives it. Training examples (``mirage_jax.data.examples``), the loss's capping
-(``mirage_jax.train.loss``) and the rollout (``mirage_jax.world.rollout``) all use these functions.
+the position the official gives it. Entries are numpy (the data pipeline, on the host) or jax arrays (the
+generator, on the device); the masks are numpy. Training examples (``mirage_jax.data.examples``), the loss's capping
+(``mirage_jax.train.loss``) and the generator (``mirage_jax.world.generator``) all use these functions.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
 def _placed(items, slots: int, last: bool) -> tuple[np.ndarray, np.ndarray]:
-    items = np.asarray(items)
+    xp = jnp if isinstance(items, jax.Array) else np  # device arrays stay on the device (the generator)
+    items = xp.asarray(items)
     n = len(items)
     if n > slots:
         raise ValueError(f"{n} entries for {slots} slots")
-    pad = np.zeros((slots - n,) + items.shape[1:], items.dtype)
+    pad = xp.zeros((slots - n,) + items.shape[1:], items.dtype)
     mask = np.arange(slots) >= slots - n if last else np.arange(slots) < n
-    return (np.concatenate([pad, items]) if last else np.concatenate([items, pad])), mask
+    return (xp.concatenate([pad, items]) if last else xp.concatenate([items, pad])), mask
 
 
 def place_references(items, slots: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The VACE memory branch (DESIGN.md §4, mirage_official.md §3) and its control input.
+"""The VACE memory branch (docs/design.md §4) and its control input.
 
 ``VaceBranch`` embeds the control video [B, F', h, w, vace_in] (F' = non-reference frames), adds
 ``before_proj(c0)`` to the DiT's embedded non-reference tokens, and runs ``len(vace_layers)`` DiT-shaped blocks
@@ -20,8 +20,16 @@ from flax import nnx
 from mirage_jax.config import CHOICES
 from mirage_jax.models.block import DiTSettings, Rope, WanBlock, scan_layers, stack_modules
 from mirage_jax.models.layers import Linear
+from mirage_jax.video_shapes import num_frames
 
 SCORE_SOURCES = CHOICES["model.score_source"]
+
+
+def constant_score_latent(latent_space, num_latents: int, hw: tuple[int, int]) -> jax.Array:
+    """The official constant "score" latent ``[num_latents, h, w, C]``: the latent of an all-white video of
+    ``num_frames(num_latents)`` frames at ``hw`` pixels (precompute once per shape)."""
+    white = jnp.ones((1, num_frames(num_latents), *hw, 3), jnp.float32)
+    return jnp.asarray(latent_space.encode(white)[0], jnp.float32)
 
 
 def build_control(scene: jax.Array, hit: jax.Array, score_source: str, score_latent: jax.Array | None = None):

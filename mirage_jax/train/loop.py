@@ -28,7 +28,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
 from mirage_jax.config import config_from_json, describe_differences, differences, model_fields
+from mirage_jax.data.training_example import MODEL_INPUTS, ExampleSizes, check_batch
 from mirage_jax.models.depth_head import make_depth_head
+from mirage_jax.models.vace import constant_score_latent
 from mirage_jax.sharding import mesh_for_config
 from mirage_jax.train.loss import NUM_BUCKETS, LossSettings
 from mirage_jax.train.metrics import (
@@ -41,10 +43,6 @@ from mirage_jax.train.metrics import (
 from mirage_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from mirage_jax.train.step import batch_sharding, make_eval_step, make_train_step, new_train_state
 from mirage_jax.train.validate import check_training_start, stage_plan
-from mirage_jax.video_shapes import num_frames
-
-BATCH_KEYS = ("target_latents", "target_scene", "target_hit", "preceding_latents", "preceding_scene",
-              "preceding_hit", "preceding_mask", "reference_latents", "reference_mask", "context")
 
 
 class Preemption:
@@ -78,14 +76,6 @@ class Preemption:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def constant_score_latent(config, latent_space, frames: int) -> jax.Array | None:
-    """Latent of an all-white video ``[frames, h, w, C]`` (``score_source="constant"``), else None."""
-    if config.model.score_source != "constant":
-        return None
-    video = jnp.ones((1, num_frames(frames), config.data.height, config.data.width, 3), jnp.float32)
-    return jnp.asarray(latent_space.encode(video)[0], jnp.float32)
 
 
 def _check_resumable(meta: dict, config, workdir: Path) -> None:
@@ -125,7 +115,9 @@ class _Run:
         # a separate iterator from the same start: its first batches are the fixed evaluation batches
         eval_iterator = self.make_iterator()
         example = next(eval_iterator)
-        keys = BATCH_KEYS + (("target_depth",) if self.head is not None else ())
+        keys = MODEL_INPUTS + (("target_depth",) if self.head is not None else ())
+        check_batch(example, ExampleSizes.from_config(config), config.train.batch_size // jax.process_count(),
+                    required=keys)
         self.batch_shardings = {k: batch_sharding(mesh, np.ndim(example[k]), self.rules) for k in keys}
         self.eval_batches = []
         if config.train.eval_every > 0 and config.train.eval_batches > 0:
@@ -135,7 +127,10 @@ class _Run:
             eval_iterator.close()
         r = min(example["reference_latents"].shape[1], self.settings.max_references)
         p = min(example["preceding_latents"].shape[1], self.settings.max_preceding)
-        score = constant_score_latent(config, latent_space, example["target_latents"].shape[1] + p)
+        score = None
+        if config.model.score_source == "constant":
+            hw = (int(config.data.height), int(config.data.width))
+            score = constant_score_latent(latent_space, example["target_latents"].shape[1] + p, hw)
         self.score_latent = None if score is None else jax.device_put(score, self.replicated)
         self.flops_per_step = config.train.batch_size * train_flops_per_example(
             config, dense_parameter_count(nnx.state(self.model, nnx.Param)), tokens_per_example(config, r, p))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from mirage_jax.data.training_example import TrainingExample
 from mirage_jax.models.sequence_slots import keep_preceding_slots, keep_reference_slots
 from mirage_jax.models.vace import build_control
 from mirage_jax.sampling.schedules import shift_sigmas
@@ -48,7 +49,7 @@ def sample_sigmas(key: jax.Array, batch: int, frames: int, shift: float) -> jax.
     return sigma.at[:, 0].set(0.0)
 
 
-def context_parts(batch: dict, settings: LossSettings) -> dict:
+def context_parts(batch: TrainingExample, settings: LossSettings) -> dict:
     """References, preceding frames and their masks, capped at ``max_references`` / ``max_preceding`` slots.
 
     The data pipeline places real references in the LAST reference slots and real preceding latents in the
@@ -67,9 +68,10 @@ def context_parts(batch: dict, settings: LossSettings) -> dict:
     }
 
 
-def flow_matching_loss(model, batch: dict, key: jax.Array, settings: LossSettings, empty_context: jax.Array,
+def flow_matching_loss(model, batch: TrainingExample, key: jax.Array, settings: LossSettings, empty_context: jax.Array,
                        score_latent: jax.Array | None = None, sigmas: jax.Array | None = None):
-    """Loss and diagnostics for one batch (BATCH.md dict of arrays, batch size B, Tl target latents).
+    """Loss and diagnostics for one batch (the ``TrainingExample`` fields with a leading
+    batch axis B; Tl target latents).
 
     Args:
       model: ``WanDiT``-like callable ``(latents, timesteps, context, *, num_references, control, frame_mask)``.

@@ -43,7 +43,7 @@ class HeadDepth:
         self._fn = jax.jit(lambda s, z: nnx.merge(graphdef, s)(z[None])[0])
 
     def __call__(self, latents, frames, pose_indices):
-        return np.asarray(self._fn(self._state, jnp.asarray(latents, jnp.float32))), None
+        return self._fn(self._state, jnp.asarray(latents, jnp.float32)), None
 
 
 def make_depth_source(kind, clip: dict | None = None, head: LatentDepthHead | None = None):

@@ -30,11 +30,10 @@ import numpy as np
 
 from mirage_jax.data.synthetic import TRAJECTORIES as SYNTHETIC_TRAJECTORIES
 from mirage_jax.data.synthetic import render_clip
-from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.world.caches import CACHES
+from mirage_jax.world.generator import WorldGenerator
 from mirage_jax.world.image_metrics import masked_latent_error, psnr, ssim
 from mirage_jax.world.outputs import save_rollout
-from mirage_jax.world.rollout import rollout
 from mirage_jax.world.video import contact_sheet, write_png
 
 TRAJECTORIES = ("revisit", "loop")
@@ -177,7 +176,8 @@ def evaluate(config, model, out_dir: str | Path, *, trajectories: Sequence[str] 
     num_frames = default_num_frames(chunk_frames) if num_frames is None else num_frames
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    space = make_latent_space(config)
+    generator = WorldGenerator(config, model, depth_head=depth_head)  # built once for every rollout here
+    space = generator.space
     hw = (int(config.data.height), int(config.data.width))
     per_variant: dict = {v: {} for v in variants}
     for trajectory in trajectories:
@@ -185,8 +185,8 @@ def evaluate(config, model, out_dir: str | Path, *, trajectories: Sequence[str] 
         gt_latents = np.asarray(space.encode(clip["frames"][None].astype(np.float32) / 127.5 - 1.0))[0]
         results = {}
         for variant in variants:
-            result = rollout(config, model, clip, num_frames, cache=variant, depth_source=depth_source,
-                             depth_head=depth_head, progress=progress)
+            result = generator.generate(clip, num_frames, cache=variant, depth_source=depth_source,
+                                        progress=progress)
             results[variant] = result
             per_variant[variant][trajectory] = score_rollout(result, clip, gt_latents, chunk_frames)
             if save_videos:

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from mirage_jax.video_shapes import check_video_length  # noqa: PLC0415
+    from mirage_jax.world.generator import check_inputs, rollout  # noqa: PLC0415
     from mirage_jax.world.outputs import save_rollout  # noqa: PLC0415
-    from mirage_jax.world.rollout import check_inputs, rollout  # noqa: PLC0415
 
     try:
         config, depth_source, source = load_config_and_check(args)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax import memory
 from mirage_jax.config import CHOICES
-from mirage_jax.world.caches.base import Views
+from mirage_jax.world.caches.base import Views, pad_frames
 
 REFERENCE_RULES = CHOICES["memory.reference_rule"]
 
@@ -26,16 +27,12 @@ class FrozenReferences:
 
     def write(self, depth, keep, k_depth, c2w) -> None:
         """Appends the cells of ``depth [T,Hd,Wd]`` (``keep`` or None, ``k_depth [T,3,3]``, ``c2w [T,4,4]``)."""
-        pad = self.write_frames - len(depth)
-        keep = np.ones(np.shape(depth), bool) if keep is None else np.asarray(keep, bool)
-
-        def padded(a, fill):
-            a = np.asarray(a)
-            return np.concatenate([a, np.broadcast_to(fill, (pad,) + a.shape[1:]).astype(a.dtype)]) if pad else a
-
-        self.history = memory.append_cells(self.history, padded(depth, 0.0), padded(k_depth, k_depth[0]),
-                                           padded(c2w, np.eye(4, dtype=np.float32)), padded(keep, False),
-                                           self.lat_hw, depth_downsample=self.depth_downsample)
+        n = self.write_frames
+        keep = jnp.ones(np.shape(depth), bool) if keep is None else keep
+        self.history = memory.append_cells(self.history, pad_frames(depth, n), pad_frames(k_depth, n, k_depth[0]),
+                                           pad_frames(c2w, n, np.eye(4, dtype=np.float32)),
+                                           pad_frames(jnp.asarray(keep, bool), n, False), self.lat_hw,
+                                           depth_downsample=self.depth_downsample)
 
     def record(self, latent_indices, k_lat, c2w) -> None:
         self.history = memory.record_views(self.history, np.asarray(latent_indices), k_lat, c2w, self.lat_hw)

@@ -99,7 +99,7 @@ MUTANTS = (
            "kmin = jnp.full((num_cells + 1,), -1, jnp.int32).at[tie_cell].max(key)", MEMORY),
     Mutant("memory read without the near plane", "mirage_jax/memory/read.py",
            "drawn = valid & (z > near) &", "drawn = valid & (z > -1e9) &", MEMORY),
-    Mutant("frozen references: a chunk's cells are never recorded", "mirage_jax/world/rollout.py",
-           "            frozen.write(depth, keep, k_depth, poses[new_pose])\n            frozen.record(",
-           "            frozen.record(", ("tests/test_memory_history.py",)),
+    Mutant("frozen references: a chunk's cells are never recorded", "mirage_jax/world/generator.py",
+           "            run.frozen.write(depth, keep, k_depth, run.poses[new_pose])\n            run.frozen.record(",
+           "            run.frozen.record(", ("tests/test_memory_history.py",)),
 )

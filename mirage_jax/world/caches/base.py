@@ -42,6 +42,15 @@ def select_references(mem, views: Views, history_k, history_c2w, num_history: in
     return [int(i) for i in idx[keep]], [float(v) for v in iou[keep]]
 
 
+def pad_frames(a, count: int, fill=0):
+    """``a [T, ...]`` (numpy or jax) as a device array ``[count, ...]``, the added frames filled with ``fill``
+    (a scalar or an array of one frame's shape)."""
+    a = jnp.asarray(a)
+    if count == len(a):
+        return a
+    return jnp.concatenate([a, jnp.broadcast_to(jnp.asarray(fill, a.dtype), (count - len(a),) + a.shape[1:])])
+
+
 class PointCache:
     """A ``memory.LatentMemory`` used as a cache (shared bookkeeping of the latent and RGB caches).
 
@@ -58,18 +67,12 @@ class PointCache:
         t = len(feats)
         if t > self.write_frames:
             raise ValueError(f"cache write of {t} frames; at most {self.write_frames} per write")
-        keep = np.ones(np.shape(depth), bool) if keep is None else np.asarray(keep, bool)
-        pad = self.write_frames - t
-
-        def padded(a, fill=0):
-            a = np.asarray(a)
-            return np.concatenate([a, np.full((pad,) + a.shape[1:], fill, a.dtype)]) if pad else a
-
-        eye = np.broadcast_to(np.eye(4, dtype=np.float32), (pad, 4, 4))
+        keep = jnp.ones(np.shape(depth), bool) if keep is None else jnp.asarray(keep, bool)
+        n = self.write_frames
         self.state = memory.write(
-            self.state, jnp.asarray(padded(np.asarray(feats, np.float32))), jnp.asarray(padded(depth)),
-            jnp.asarray(np.concatenate([k_depth, np.broadcast_to(k_depth[:1], (pad, 3, 3))])),
-            jnp.asarray(np.concatenate([c2w, eye])), jnp.asarray(padded(keep, False)),
+            self.state, pad_frames(jnp.asarray(feats, jnp.float32), n), pad_frames(depth, n),
+            pad_frames(k_depth, n, k_depth[0]), pad_frames(c2w, n, np.eye(4, dtype=np.float32)),
+            pad_frames(keep, n, False),
             depth_downsample=depth_downsample, donate=True,  # the cache owns its state: update it in place
         )
         return self.state

@@ -10,6 +10,7 @@ key frame) were rendered.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,8 +36,8 @@ class RGBCache(PointCache):
     def write(self, latents, frames, depth, keep, k_depth, c2w, k_pix):
         """Stores ``frames [T,H,W,3]`` in [-1,1] with ``depth [T,Hd,Wd]`` (nearest-upsampled to pixels) and
         ``k_pix [T,3,3]`` (intrinsics at pixel resolution)."""
-        frames = np.asarray(frames, np.float32)
-        depth = np.asarray(depth, np.float32)
+        frames = np.asarray(jax.device_get(frames), np.float32)  # rendered at pixel resolution on the host
+        depth = np.asarray(jax.device_get(depth), np.float32)
         fy, fx = frames.shape[1] // depth.shape[1], frames.shape[2] // depth.shape[2]
         if (fy, fx) != (1, 1):
             depth = np.repeat(np.repeat(depth, fy, axis=1), fx, axis=2)
