@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.text.umt5.max_distance = 128
     c.text.umt5.eps = 1e-6
 
-    # DiT + VACE + LoRA (DESIGN.md §4).
+    # DiT + VACE + LoRA (docs/design.md §4).
     c.model = ml_collections.ConfigDict()
     c.model.dim = 3072
     c.model.num_layers = 30
@@ -102,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
     # (mirage_jax.checkpoints). Groups the source lacks (VACE, LoRA) start fresh: zero after_proj, zero LoRA B.
     c.model.init_checkpoint = ""
 
-    # Latent spatial memory (DESIGN.md §3).
+    # Latent spatial memory (docs/design.md §3).
     c.memory = ml_collections.ConfigDict()
     c.memory.capacity = 262_144
     c.memory.feature_dtype = "bfloat16"
@@ -116,7 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.memory.max_references = 4
     c.memory.num_preceding = 2
 
-    # Data (DESIGN.md §7).
+    # Data (docs/design.md §7).
     c.data = ml_collections.ConfigDict()
     c.data.source = "procedural"  # "procedural" or a TFDS data_dir path
     c.data.data_dir = ""
@@ -132,7 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.prefetch = 2
     c.data.latent_cache_dir = ""  # on-disk latent cache (data.latent_cache); "" = encode every time
 
-    # Training (DESIGN.md §5, §6).
+    # Training (docs/design.md §5, §6).
     c.train = ml_collections.ConfigDict()
     c.train.stages = ("vace", "lora")
     c.train.num_steps = 10_000
@@ -160,7 +160,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.depth_loss_weight = 0.1  # weight of the depth-head loss in the total loss
     c.train.peak_tflops = 0.0  # per-device peak TFLOP/s for MFU; 0 = look up by device kind (unknown: no MFU)
 
-    # Sampling (DESIGN.md §5).
+    # Sampling (docs/design.md §5).
     c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "unipc"  # "unipc" or "euler"
     c.sample.steps = 20
@@ -174,7 +174,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.cache = "latent"  # scene cache for generation: "latent" memory, "rgb" point cache, "none"
     c.sample.depth_source = "geometry"  # write-back depth: "geometry" (given / ground truth) or "head"
 
-    # Device mesh and logical-axis rules (DESIGN.md §8).
+    # Device mesh and logical-axis rules (docs/design.md §8).
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
     c.mesh.fsdp = -1  # -1: all remaining devices

@@ -1,4 +1,4 @@
-"""Camera geometry in the project's one convention (DESIGN.md §2), and the only converters from others.
+"""Camera geometry in the project's one convention (docs/design.md §2), and the only converters from others.
 
 Convention: OpenCV camera axes (x right, y down, z forward); poses are camera-to-world ``[4,4]``; depth is
 metric z-depth; intrinsics ``[3,3]`` describe the pixel grid of the array they come with, with pixel centres

@@ -1,4 +1,4 @@
-"""Device meshes and logical-axis sharding rules (DESIGN.md §8).
+"""Device meshes and logical-axis sharding rules (docs/design.md §8).
 
 Mesh axes are ``data``, ``fsdp`` and ``tensor``. Parameters and activations carry *logical* axis names
 ("embed", "mlp", "heads", ...) and the config's ``mesh.rules`` map them to mesh axes, so one program runs

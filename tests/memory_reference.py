@@ -1,4 +1,4 @@
-"""Independent numpy implementation of the memory's semantics (DESIGN.md §3), for tests and the benchmark.
+"""Independent numpy implementation of the memory's semantics (docs/design.md §3), for tests and the benchmark.
 
 Deliberately different machinery from ``mirage_jax.memory``: the state is a compact list of points (no
 slots), geometry is computed in float64, the z-buffer is a lexsort, the voxel hash tables (same spec: two

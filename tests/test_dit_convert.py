@@ -20,7 +20,7 @@ KW = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in
           text_dim=32, freq_dim=256, ffn_dim=128, num_layers=2, cross_attn_norm=True, eps=1e-6,
           vace_layers=[0, 1], vace_in_channels=96)  # = configs/tiny.py sizes
 
-# diffusers -> original names, written independently from diffusers_wan.md §7 (plain string edits)
+# diffusers -> original names, written independently of the converter from docs/design.md §9 (plain string edits)
 _EDITS = [("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
           ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
           ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),

@@ -12,7 +12,7 @@ from mirage_jax.sharding import make_mesh
 
 
 def _block_params(d: int, ffn: int, lora: int = 0) -> tuple[int, int]:
-    """(base, lora) parameters of one Wan block from the layer list of diffusers_wan.md §1."""
+    """(base, lora) parameters of one Wan block from Wan's layer list."""
     attn = 4 * (d * d + d) + 2 * d  # q, k, v, o with bias; RMSNorm q and k
     base = 2 * attn + 2 * d + (d * ffn + ffn) + (ffn * d + d) + 6 * d  # self, cross, cross LN, FFN, modulation
     lora_params = 8 * lora * (d + d) + 2 * lora * (d + ffn)

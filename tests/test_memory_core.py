@@ -1,4 +1,4 @@
-"""memory.write / memory.read against the numpy reference and analytic cases (DESIGN.md §3)."""
+"""memory.write / memory.read against the numpy reference and analytic cases (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from tests.memory_scenes import intrinsics
 
 
 class OfficialRule:
-    """The official reference selection (mirage_official.md §5.5 step 3), with our frustum test (integer cell
+    """The official reference selection (its reference-selection step), with our frustum test (integer cell
     centres, ``z > 1e-3``) and voxel keys ``floor(p · float32(1 / voxel))``."""
 
     def __init__(self, hw):

@@ -61,7 +61,7 @@ def test_unipc_schedule_matches_diffusers(steps):
 
 
 def test_wan_grid_matches_official_20_step_timesteps():
-    """The official Mirage loop's 20-step timesteps (reference/mirage_official.md §5.5)."""
+    """The official Mirage loop's 20-step timesteps."""
     official = [999, 989, 978, 965, 952, 937, 920, 902, 882, 859, 833, 803, 768, 728, 681, 624, 555, 468, 356, 208]
     np.testing.assert_array_equal(model_timesteps(flow_sigmas(20, 5.0, "wan")), np.array(official, np.float32))
 

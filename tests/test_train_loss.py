@@ -1,4 +1,4 @@
-"""Flow-matching loss (DESIGN.md §5), schedules and config validation: exact numbers, no model compile."""
+"""Flow-matching loss (docs/design.md §5), schedules and config validation: exact numbers, no model compile."""
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ B, TL, H, W, C, R, P, L, D = 3, 9, 4, 6, 8, 4, 2, 5, 7
 
 
 def make_batch(seed=0):
-    """A batch with BATCH.md shapes (random numbers; the loss is tested against an oracle model)."""
+    """A batch with the training example's shapes (random numbers; the loss is tested against an oracle model)."""
     rng = np.random.default_rng(seed)
     f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     return {"target_latents": f(B, TL, H, W, C), "target_scene": f(B, TL, H, W, C),

@@ -1,6 +1,6 @@
 """The compiled train step on the real (tiny) WanDiT: sharding invariance, frozen parameters, mesh-changing restore.
 
-Inputs are random arrays with the BATCH.md shapes (the step's numerics do not depend on where they come from;
+Inputs are random arrays with the training example's shapes (the step's numerics do not depend on where they come from;
 the loop tests in test_train_loop.py use the real data pipeline).
 """
 

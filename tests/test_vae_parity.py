@@ -5,7 +5,7 @@ the conversion must read and keep: the built-in Wan2.2 constants would give late
 frames and a batch of 2.
 
 Tolerances: encode (normalised latents) and decode max |Δ| ≤ 1e-4 (observed ~1e-5: fp32 conv summation order).
-Causality invariants (diffusers_wan.md §2) hold exactly in our implementation: the first chunk and the
+Causality invariants hold exactly in our implementation: the first chunk and the
 scanned chunks see the same inputs whatever the video length.
 """
 

@@ -4,7 +4,7 @@ Accepted inputs (safetensors only, read tensor by tensor, bf16 included, no torc
   * the original Wan2.2 / DiffSynth DiT (``blocks.N.self_attn.q.weight``, ...; prefixes ``model.diffusion_model.``,
     ``diffusion_model.``, ``pipe.dit.`` are stripped),
   * diffusers ``save_pretrained`` folders of ``WanTransformer3DModel`` / ``WanVACETransformer3DModel``
-    (renamed to original names with the table of diffusers_wan.md §7),
+    (renamed to original names: the table in docs/design.md §9),
   * the official Mirage VACE (``vace_blocks.*``, ``vace_patch_embedding.*``) and LoRA
     (``pipe.dit.blocks.N.{self_attn|cross_attn}.{q,k,v,o}|ffn.{0,2}.lora_{A,B}.weight``; PEFT's ``.default``
     is accepted). LoRA scaling is ``config.model.lora_alpha / lora_rank`` (official: 32/32 = 1.0).
@@ -37,7 +37,7 @@ from mirage_jax.convert.safetensors_io import open_checkpoint
 
 _PREFIXES = ("pipe.dit.", "model.diffusion_model.", "diffusion_model.", "dit.")
 
-# diffusers name -> original name (regex, replacement), applied in order (diffusers_wan.md §7)
+# diffusers name -> original name (regex, replacement), applied in order (docs/design.md §9)
 _DIFFUSERS_TO_ORIGINAL = [
     (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
     (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),

@@ -1,4 +1,4 @@
-"""One clip → one training example (DESIGN.md §7, notes/BATCH.md).
+"""One clip → one training example (``training_example.TrainingExample``, docs/design.md §7).
 
 For a clip of ``F`` frames (``F >= target_frames``): pick ``t0``; the ``Tl = 1 + (target_frames-1)//4`` latent
 targets are pixel frames ``t0 + 4i``; the ``P`` preceding latents are pixel frames ``t0 - 4P .. t0 - 4``;
@@ -95,7 +95,7 @@ def _lift(depths, keep, k_lat, c2w, hw, mode):
 
 def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: ExampleSpec, latent_space,
                  text_encoder) -> dict:
-    """The BATCH.md example (without the batch axis) of ``clip``; see the module docstring.
+    """The training example (without the batch axis) of ``clip``; see the module docstring.
 
     Every array handed to JAX has a shape fixed by ``spec`` (absent preceding frames and candidates are
     padded and masked), so each jitted function compiles once.

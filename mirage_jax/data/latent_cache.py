@@ -4,7 +4,7 @@
 passes through); ``encode(video)`` looks up ``<cache_dir>/<sha1 of the video's shape, dtype and bytes>.npy``
 and computes + stores it on a miss (written to a temporary file, then renamed: safe with Grain's threads and
 several processes). A cache folder filled by a previous run (or by a precompute pass over the dataset) is
-simply used. Text embeddings need no second cache: text encoders cache by prompt (COMMON.md contract).
+simply used. Text embeddings need no second cache: text encoders cache by prompt.
 """
 
 from __future__ import annotations

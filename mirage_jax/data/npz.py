@@ -1,4 +1,4 @@
-"""Reading, writing and validating clips in the official ``geometry.npz`` layout (DESIGN.md §7).
+"""Reading, writing and validating clips in the official ``geometry.npz`` layout (docs/design.md §7).
 
 Keys: ``frames`` uint8 ``[N,H,W,3]``, ``depths`` float32 ``[N,H,W]`` (metric z-depth, 0 = invalid),
 ``intrinsics`` float32 ``[N,3,3]`` (at the frames' resolution), ``poses_c2w`` float32 ``[N,4,4]`` (OpenCV

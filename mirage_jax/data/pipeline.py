@@ -1,4 +1,4 @@
-"""The Grain input pipeline: clips → BATCH.md training batches, sharded by JAX process, checkpointable.
+"""The Grain input pipeline: clips → training batches (``TrainingExample``s), sharded by JAX process, checkpointable.
 
 Order (Grain Dataset API): ``MapDataset.source(clips).seed(S).shuffle()`` (the same global permutation on
 every process) → ``repeat()`` → ``random_map(make_example)`` (per-element RNG from the seed and the element's
@@ -71,7 +71,7 @@ def _build_once_per_job(build) -> None:
 
 
 class _MakeExample(grain.transforms.RandomMap):
-    """Grain transform: record → BATCH.md example (see ``examples.make_example``)."""
+    """Grain transform: record → training example (see ``examples.make_example``)."""
 
     def __init__(self, spec: ExampleSpec, latent_space, text_encoder):
         self.spec, self.latent_space, self.text_encoder = spec, latent_space, text_encoder
@@ -98,7 +98,7 @@ def make_dataset(source, spec: ExampleSpec, latent_space, text_encoder, *, batch
 
 def make_train_iterator(config, latent_space, text_encoder, *, split: str = "train", process_index: int | None = None,
                         process_count: int | None = None, source=None, num_threads: int = 2):
-    """The trainer's entry point: an infinite, checkpointable Grain ``DatasetIterator`` of BATCH.md dicts.
+    """The trainer's entry point: an infinite, checkpointable Grain ``DatasetIterator`` of training batches.
 
     Each batch holds this process's ``config.train.batch_size // process_count`` examples (numpy); turn it
     into global arrays with :func:`global_batch`. ``process_index/count`` default to JAX's (override them to

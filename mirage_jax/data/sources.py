@@ -1,6 +1,6 @@
 """Clip sources for the TFDS builder: each yields ``(clip_id, clip)`` with a clip dict as in ``npz.validate_clip``.
 
-Three sources (DESIGN.md §7): procedural worlds (:mod:`mirage_jax.data.synthetic`), a folder of official
+Three sources (docs/design.md §7): procedural worlds (:mod:`mirage_jax.data.synthetic`), a folder of official
 ``geometry.npz`` samples (one sample per sub-folder, frames in the npz or as ``clip.mp4`` / ``frames/``), and
 RealEstate10K-style camera files with frame folders (converted by ``geometry.from_realestate10k``). Clips
 whose size differs from the dataset's are resized (nearest neighbour, intrinsics rescaled), so every record of

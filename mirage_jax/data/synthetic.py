@@ -1,4 +1,4 @@
-"""Procedural worlds: textured rooms with objects, exact metric depth and OpenCV poses (DESIGN.md §7).
+"""Procedural worlds: textured rooms with objects, exact metric depth and OpenCV poses (docs/design.md §7).
 
 A world (:func:`make_world`) is a box-shaped room of random size, with solid-textured walls, floor and ceiling,
 and yaw-rotated boxes, vertical cylinders and spheres standing near the walls (the camera paths stay in the

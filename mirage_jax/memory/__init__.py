@@ -1,4 +1,4 @@
-"""The latent spatial memory (DESIGN.md §3): a bounded, deterministic latent point cloud.
+"""The latent spatial memory (docs/design.md §3): a bounded, deterministic latent point cloud.
 
 ``init`` makes an empty fixed-capacity memory, ``write`` lifts latent frames to world points with their depth
 and poses, ``read`` z-buffer-splats the memory into target cameras at latent resolution (nearest point wins,

@@ -1,4 +1,4 @@
-"""Reference-frame selection by voxel IoU (DESIGN.md §3), in JAX with static shapes (no Python sets).
+"""Reference-frame selection by voxel IoU (docs/design.md §3), in JAX with static shapes (no Python sets).
 
 A camera "sees" a point when the point projects inside its grid with ``z > near`` (frustum test, as the
 official), or, with ``occlusion_aware=True``, only when the point also wins the z-buffer of its cell (the

@@ -1,4 +1,4 @@
-"""The memory's state: a fixed-capacity pytree of world points and latent features (DESIGN.md §3).
+"""The memory's state: a fixed-capacity pytree of world points and latent features (docs/design.md §3).
 
 Every array has a static shape set by ``init`` so that ``write`` and ``read`` compile once. A slot ``i`` holds
 a point when ``valid[i]``; the slot order carries no meaning (results never depend on it): the per-point

@@ -1,6 +1,6 @@
 """The Wan transformer block, its settings, and stacked (scanned) layers.
 
-A block (DESIGN.md §4, diffusers_wan.md §1.4) on a token stream ``x`` [B, F, S, D] (F frames of S tokens, fp32):
+A block (docs/design.md §4) on a token stream ``x`` [B, F, S, D] (F frames of S tokens, fp32):
 
     x += gate   * SelfAttn(LN(x) * (1 + scale) + shift)          (RMSNorm(q), RMSNorm(k) over D, 3D RoPE)
     x +=          CrossAttn(LN_affine(x), text)                   (no modulation, no gate)

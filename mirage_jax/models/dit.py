@@ -1,4 +1,4 @@
-"""``WanDiT``: the Wan2.2 DiT (TI2V-5B layout) with Mirage's VACE memory branch and LoRA (DESIGN.md §4).
+"""``WanDiT``: the Wan2.2 DiT (TI2V-5B layout) with Mirage's VACE memory branch and LoRA (docs/design.md §4).
 
 Call ``model(latents [B,F,H,W,C], timesteps [B,F], context [B,L,text_dim], *, num_references, control=None,
 frame_mask=None) -> velocity [B,F,H,W,C_out]`` (fp32). Frames are laid out ``[references | targets | preceding]``

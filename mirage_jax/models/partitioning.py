@@ -1,4 +1,4 @@
-"""Logical axis names on parameters and activations, mapped to mesh axes by the config's rules (DESIGN.md §8).
+"""Logical axis names on parameters and activations, mapped to mesh axes by the config's rules (docs/design.md §8).
 
 Every parameter is an ``nnx.Variable`` with metadata ``logical_axes`` (one name or ``None`` per dimension).
 ``state_shardings(state, mesh, rules)`` turns a model state (``nnx.split(model)[1]``) into the matching pytree

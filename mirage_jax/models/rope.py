@@ -1,4 +1,4 @@
-"""3D rotary position embedding of Wan with Mirage's segment-aware positions (DESIGN.md §4).
+"""3D rotary position embedding of Wan with Mirage's segment-aware positions (docs/design.md §4).
 
 Sequence layout ``[references (R) | targets | preceding]``; a token of frame ``f`` (0-based in that layout),
 patch row ``i`` and column ``j`` has positions

@@ -1,6 +1,6 @@
 """Flow-matching samplers: schedules, UniPC (bh2, order 2) and Euler, and the one-jit denoising loop.
 
-Convention (DESIGN.md §5): ``x_t = (1-σ) x0 + σ ε``, velocity ``ε - x0``, timestep ``1000 σ``, shift 5.
+Convention (docs/design.md §5): ``x_t = (1-σ) x0 + σ ε``, velocity ``ε - x0``, timestep ``1000 σ``, shift 5.
 """
 
 from mirage_jax.sampling.loop import (

@@ -1,4 +1,4 @@
-"""Flow-matching noise schedules (DESIGN.md §5): sigma grids, the shift warp and the model timesteps.
+"""Flow-matching noise schedules (docs/design.md §5): sigma grids, the shift warp and the model timesteps.
 
 Convention: ``x_t = (1 - σ) x0 + σ ε``, velocity ``ε - x0``, model timestep ``1000 σ``. A schedule of ``steps``
 sampler steps is ``sigmas [steps + 1]`` (decreasing, the last one 0) plus ``timesteps [steps]`` for the model.

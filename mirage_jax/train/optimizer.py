@@ -1,4 +1,4 @@
-"""AdamW with warmup + constant/cosine learning rate and global-norm clipping (DESIGN.md §6).
+"""AdamW with warmup + constant/cosine learning rate and global-norm clipping (docs/design.md §6).
 
 Parameters are fp32 master weights (``config.model.param_dtype``), so AdamW moments are fp32 too; the model
 computes in ``config.model.compute_dtype`` (bf16 on accelerators). Each training stage builds a fresh

@@ -1,6 +1,6 @@
 """One chunk's denoising as one compiled program: the DiT call with its context inside the sampler loop.
 
-The sequence fed to the model is ``[references (R) | targets (T) | preceding (P)]`` along time (DESIGN.md §4).
+The sequence fed to the model is ``[references (R) | targets (T) | preceding (P)]`` along time (docs/design.md §4).
 References and preceding latents are clean (timestep 0), target frame 0 is the clean frame-0 latent
 (timestep 0, re-imposed after every step). ``R`` and ``P`` are fixed per rollout (``max_references``,
 ``num_preceding``) and missing entries are padded and masked out with ``frame_mask`` (real references in the

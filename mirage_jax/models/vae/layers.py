@@ -3,7 +3,7 @@
 Attribute names mirror diffusers' ``AutoencoderKLWan`` (``conv1``, ``norm1.gamma``, ``resample``, ``time_conv``,
 ``to_qkv``...) so checkpoint conversion is a key rename plus a kernel transpose. Causal layers take a
 :class:`~mirage_jax.models.vae.cache.ChunkCache` (the explicit per-chunk cache); the numerics follow
-diffusers_wan.md §2 and §8 (L2-normalising RMS norm, right/bottom padding before the stride-2 conv,
+diffusers' Wan VAE (L2-normalising RMS norm, right/bottom padding before the stride-2 conv,
 first-chunk special cases of the temporal resamplers, AvgDown3D/DupUp3D channel orders).
 """
 

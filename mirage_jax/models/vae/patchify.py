@@ -2,7 +2,7 @@
 
 ``unshuffle(x [..., H, W, C], s) -> [..., H/s, W/s, C·s·s]`` with output channel ``c·s² + r·s + q`` where ``r``
 is the *width* offset and ``q`` the *height* offset inside the s×s block — the order of diffusers'
-``b c f (h q) (w r) -> b (c r q) f h w`` (diffusers_wan.md §2), so converted VAE weights line up. ``shuffle`` is
+``b c f (h q) (w r) -> b (c r q) f h w``, so converted VAE weights line up. ``shuffle`` is
 the exact inverse. Both are pure reshapes/transposes (work on numpy and jax arrays alike).
 """
 

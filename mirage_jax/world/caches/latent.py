@@ -9,7 +9,7 @@ from mirage_jax.world.caches.base import PointCache, Views
 
 
 class LatentCache(PointCache):
-    """The latent spatial memory (DESIGN.md §3): write latents with their depth, read at latent resolution."""
+    """The latent spatial memory (docs/design.md §3): write latents with their depth, read at latent resolution."""
 
     def __init__(self, capacity: int, channels: int, dtype, depth_downsample: str, write_frames: int,
                  dedup_voxel_size: float):
