@@ -30,6 +30,7 @@ CHOICES = {
     "sample.sigma_grid": ("wan", "diffusers"),
     "sample.cache": ("latent", "none", "rgb"),
     "sample.depth_source": ("geometry", "head"),
+    "data.trajectories": ("forward", "orbit", "pan", "revisit", "loop"),  # procedural camera paths
 }
 
 
@@ -290,6 +291,19 @@ MODEL_FIELDS = {
              "text.umt5.head_dim", "text.umt5.ffn_dim", "text.umt5.num_buckets", "text.umt5.max_distance",
              "text.umt5.eps"),
 }
+
+
+# The fields a resumed training run may change (mirage_jax.train.loop checks that every other field equals the
+# run's): how long it runs, how it logs and saves, where its files are, how the work is laid out on devices.
+RESUME_ADJUSTABLE = frozenset({
+    "name", "train.num_steps", "train.stage_steps", "train.log_every", "train.eval_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpointing", "train.peak_tflops",
+    "model.init_checkpoint", "model.attention", "model.remat_policy", "data.data_dir", "data.prefetch",
+    "data.latent_cache_dir", "text.cache_dir", "latent.vae.checkpoint", "text.checkpoint", "text.tokenizer_path",
+    "latent.vae.tiled", "latent.vae.tile_hw", "latent.vae.tile_stride_hw",
+    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules",
+    *(f"sample.{name}" for name in base_config().sample),  # generation settings: training never reads them
+})
 
 
 def model_fields(groups=tuple(MODEL_FIELDS)) -> tuple[str, ...]:

@@ -14,6 +14,32 @@ from __future__ import annotations
 from mirage_jax.config import CHOICES, get_field
 from mirage_jax.video_shapes import FRAMES_PER_LATENT
 
+# The latent memory's slot indices and point counts are int32, and a write sums up to ``capacity`` surviving
+# points and ``capacity`` new ones (memory/write.py ``plan_insert``): 2 x capacity must fit in int32.
+MAX_MEMORY_CAPACITY = (2**31 - 1) // 2
+
+
+def memory_feature_dtype(dtype, name: str = "dtype"):
+    """``dtype`` as a numpy dtype if the latent memory stores features faithfully in it: float32, bfloat16, or
+    float64 when JAX's x64 mode is on (without it JAX would silently store float32). float16 is refused: it
+    overflows above 65504. ``ValueError`` naming ``name`` otherwise."""
+    import jax  # noqa: PLC0415  (this module is imported by commands that may not need JAX)
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"{name}: expected float32 or bfloat16, got {dtype!r}") from None
+    if dtype == jnp.float16:
+        raise ValueError(f"{name}: float16 is refused: it overflows above 65504 (a latent of 1e5 would be stored as "
+                         "inf); use bfloat16 (same size, float32's range) or float32")
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(f"{name}: float64 needs JAX's x64 mode (jax.config.update('jax_enable_x64', True)); "
+                         "without it the features would silently be float32; use float32 or bfloat16")
+    if dtype not in (jnp.float32, jnp.bfloat16, jnp.float64):
+        raise ValueError(f"{name}: expected float32 or bfloat16, got {dtype}")
+    return dtype
+
 
 def _check(ok: bool, field: str, value, expected: str) -> None:
     if not ok:
@@ -32,7 +58,8 @@ def _frames_4n1(field: str, value, minimum: int = 1) -> None:
 def check_choices(config) -> None:
     for field, allowed in CHOICES.items():
         value = get_field(config, field)
-        values = _stages(config.train) if field == "train.stages" else (value,)
+        values = (_stages(config.train) if field == "train.stages"
+                  else tuple(value) if field == "data.trajectories" else (value,))
         _check(len(values) >= 1 and all(v in allowed for v in values), field, value, f"one of {allowed}")
 
 
@@ -63,6 +90,7 @@ def check_data(config) -> None:
     _check(d.clip_frames >= d.target_frames, "data.clip_frames", d.clip_frames,
            f">= data.target_frames ({d.target_frames})")
     _check(d.num_clips >= 1, "data.num_clips", d.num_clips, ">= 1")
+    _check(d.dynamic_objects >= 0, "data.dynamic_objects", d.dynamic_objects, ">= 0 (moving objects per clip)")
     _check(d.max_reference_candidates >= 0 and d.prefetch >= 1, "data.max_reference_candidates/prefetch",
            (d.max_reference_candidates, d.prefetch), ">= 0 candidates, >= 1 prefetched batch")
 
@@ -70,7 +98,9 @@ def check_data(config) -> None:
 def check_memory(config) -> None:
     m = config.memory
     _check(m.capacity >= 1, "memory.capacity", m.capacity, ">= 1")
-    _check(m.capacity < 2**31 - 1, "memory.capacity", m.capacity, "< 2^31 - 1 (write ids are int32)")
+    _check(m.capacity <= MAX_MEMORY_CAPACITY, "memory.capacity", m.capacity,
+           f"<= {MAX_MEMORY_CAPACITY} (the memory's indices are int32; a write counts up to 2 x capacity points)")
+    memory_feature_dtype(m.feature_dtype, f"config.memory.feature_dtype={m.feature_dtype!r}")
     _check(m.voxel_size > 0 and m.dedup_voxel_size > 0, "memory.voxel_size/dedup_voxel_size",
            (m.voxel_size, m.dedup_voxel_size), "positive sizes in metres")
     _check(0 <= m.reference_iou_threshold <= 1, "memory.reference_iou_threshold", m.reference_iou_threshold,

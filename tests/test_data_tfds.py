@@ -1,5 +1,7 @@
 """pose_clips TFDS datasets: build → read back (no TensorFlow) equals the source, for all three sources."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -112,8 +114,8 @@ def _run_python(code: str, *args) -> subprocess.CompletedProcess:
 
 
 def test_cli_build_shows_our_progress_bar_only(tmp_path):
-    """``mirage-jax data build`` prints our bar ("train clips") and none of TFDS's own bars; TFDS's setting is
-    restored afterwards (checked in-process)."""
+    """``mirage-jax data build`` into a pipe prints our progress lines ("train clips: 2/2", no redrawn bar) and
+    none of TFDS's own bars; TFDS's setting is restored afterwards (checked in-process)."""
     from tensorflow_datasets.core.utils import tqdm_utils
 
     args = ["data", "build", "--out", str(tmp_path), "--num-clips", "2", "--num-test-clips", "1", "--frames", "1",
@@ -121,7 +123,7 @@ def test_cli_build_shows_our_progress_bar_only(tmp_path):
     done = _run_python("import sys; from mirage_jax.cli import main; sys.exit(main(sys.argv[1:]))", *args)
     assert done.returncode == 0, done.stderr
     output = done.stdout + done.stderr
-    assert "train clips" in output and "test clips" in output, output
+    assert "train clips: 2/2" in output and "test clips: 1/1" in output and "\r" not in output, output
     for tfds_bar in ("Generating splits", "Generating train examples", "Shuffling"):
         assert tfds_bar not in output, output
     config = pcb.make_config("procedural", num_clips=2, num_test_clips=1, num_frames=1, height=6, width=8)
@@ -161,3 +163,52 @@ def test_concurrent_builds_of_one_dataset(tmp_path):
     assert sorted(train) == [0, 1, 2]
     for i in range(3):
         _assert_same(train[i], synthetic.render_clip(7 + i, 2, 10, 16, synthetic.TRAJECTORIES[i]))
+
+
+def _npz_samples(folder, seeds):
+    for s in seeds:
+        save_geometry_npz(folder / f"sample{s}", synthetic.render_clip(s, 2, 8, 12, "pan"))
+
+
+def test_npz_dataset_follows_its_input_files(tmp_path):
+    """Samples added to the input folder build a new dataset (the old one was reused: still 2 clips); unchanged
+    inputs reuse the dataset."""
+    _npz_samples(tmp_path / "in", (1, 2))
+    before = pcb.make_config("npz", input_dir=str(tmp_path / "in"), height=8, width=12)
+    tfds_io.build(before, tmp_path / "out")
+    assert len(tfds_io.data_source(before, tmp_path / "out")) == 2
+    _npz_samples(tmp_path / "in", (3,))
+    after = pcb.make_config("npz", input_dir=str(tmp_path / "in"), height=8, width=12)
+    assert after.name != before.name
+    folder = tfds_io.build(after, tmp_path / "out")
+    info = json.loads((folder / "dataset_info.json").read_text())
+    assert [split["shardLengths"] for split in info["splits"]] == [["3"]]
+    again = pcb.make_config("npz", input_dir=str(tmp_path / "in"), height=8, width=12)
+    assert again.name == after.name and tfds_io.build(again, tmp_path / "out") == folder
+
+
+def test_input_fingerprint_tracks_names_sizes_and_times(tmp_path):
+    """Relative names, sizes and modification times of every file, in every input folder."""
+    (tmp_path / "cams").mkdir()
+    (tmp_path / "frames" / "clipA").mkdir(parents=True)
+    cams, frame = tmp_path / "cams" / "clipA.txt", tmp_path / "frames" / "clipA" / "0.png"
+    cams.write_text("url\n")
+    frame.write_bytes(b"png")
+    first = sources.input_fingerprint(tmp_path / "cams", tmp_path / "frames")
+    assert sources.input_fingerprint(tmp_path / "cams", tmp_path / "frames") == first  # nothing changed
+    os.utime(frame, ns=(10**18, 10**18))
+    touched = sources.input_fingerprint(tmp_path / "cams", tmp_path / "frames")
+    frame.write_bytes(b"png!")
+    os.utime(frame, ns=(10**18, 10**18))
+    resized = sources.input_fingerprint(tmp_path / "cams", tmp_path / "frames")
+    frame.rename(frame.with_name("1.png"))
+    renamed = sources.input_fingerprint(tmp_path / "cams", tmp_path / "frames")
+    assert len({first, touched, resized, renamed}) == 4
+    assert sources.input_fingerprint(tmp_path / "frames", tmp_path / "cams") != renamed  # which folder holds what
+
+
+def test_missing_input_folders_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=f"input_dir: no folder at '{tmp_path / 'nothing'}'"):
+        pcb.make_config("npz", input_dir=str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match="frames_dir: no folder at"):
+        pcb.make_config("re10k", cameras_dir=str(tmp_path), frames_dir=str(tmp_path / "nothing"))

@@ -188,3 +188,111 @@ def test_write_and_read_trace_under_jit(mem):
         np.asarray(read(traced, intrinsics(2, HW), poses, HW)[0]),
         np.asarray(memory.read(eager, intrinsics(2, HW), poses, HW)[0]),
     )
+
+
+@pytest.mark.parametrize("dtype, match", [
+    (jnp.float16, "dtype: float16 is refused: it overflows above 65504"),
+    (jnp.float64, "dtype: float64 needs JAX's x64 mode"),
+    (jnp.complex64, "dtype: expected float32 or bfloat16, got complex64"),
+    (jnp.bool_, "dtype: expected float32 or bfloat16, got bool"),
+])
+def test_init_refuses_dtypes_it_cannot_store_faithfully(dtype, match):
+    """float16 would store a latent of 1e5 as inf; float64 without x64 would silently be float32."""
+    with pytest.raises(ValueError, match=match):
+        memory.init(8, 3, dtype)
+
+
+def test_init_accepts_float64_with_x64():
+    with jax.enable_x64(True):
+        assert memory.init(8, 3, jnp.float64).features.dtype == jnp.float64
+    assert memory.init(8, 3, jnp.bfloat16).features.dtype == jnp.bfloat16
+
+
+def test_init_refuses_capacities_overflowing_int32(monkeypatch):
+    """A write counts up to 2 x capacity points in int32: 2^30 - 1 is the largest capacity (checked without
+    allocating: with no device memory, the largest passes the index check and fails the size check)."""
+    from mirage_jax.memory import state
+
+    with pytest.raises(ValueError, match="capacity: expected at most 1073741823 .*got 2000000000"):
+        memory.init(2_000_000_000, 48)
+    monkeypatch.setattr(state, "device_memory_bytes", lambda device: 0)
+    with pytest.raises(ValueError, match="capacity: expected at most 1073741823 .*got 1073741824"):
+        memory.init(2**30, 1)
+    with pytest.raises(ValueError, match="capacity: 1073741823 points need 26843545583 bytes"):
+        memory.init(2**30 - 1, 1)  # 25 B per point (12 xyz + 4 feature + 1 valid + 8 ids) + 8 B of counters
+
+
+def test_init_refuses_capacities_beyond_device_memory(monkeypatch):
+    """213 B per point at 48 float32 channels (117 in bfloat16), plus 8 B of counters."""
+    from mirage_jax.memory import state
+
+    monkeypatch.setattr(state, "device_memory_bytes", lambda device: 10_000)
+    with pytest.raises(ValueError, match=r"capacity: 100 points need 21308 bytes \(213 per point\), more than the "
+                                         r"10000 bytes of cpu device 0; use a capacity of at most 46"):
+        memory.init(100, 48)
+    with pytest.raises(ValueError, match=r"capacity: 100 points need 11708 bytes \(117 per point\)"):
+        memory.init(100, 48, jnp.bfloat16)
+    assert memory.init(46, 48).capacity == 46  # 9806 bytes: fits
+
+
+def test_device_memory_is_physical_ram_on_cpu():
+    import os
+
+    from mirage_jax.memory.state import device_memory_bytes
+
+    assert device_memory_bytes(jax.devices("cpu")[0]) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@pytest.mark.parametrize("latents_dtype, depths_dtype, match", [
+    (np.complex64, np.float32, "latents: expected a float array .*got dtype complex64"),
+    (np.bool_, np.float32, "latents: expected a float array .*got dtype bool"),
+    (np.int32, np.float32, "latents: expected a float array .*got dtype int32"),
+    (np.float32, np.int32, "depths: expected a float array .*got dtype int32"),
+    (np.float32, np.bool_, "depths: expected a float array .*got dtype bool"),
+])
+def test_write_refuses_non_float_latents_and_depths(mem, latents_dtype, depths_dtype, match):
+    """They were cast silently (complex latents lost their imaginary part, bool latents became 0/1)."""
+    latents, depths, k, poses = _frames()
+    with pytest.raises(ValueError, match=match):
+        memory.write(mem, latents.astype(latents_dtype), depths.astype(depths_dtype), k, poses)
+
+
+@pytest.mark.parametrize("near", [float("nan"), float("inf"), -1.0, 0.0, "x"])
+def test_near_must_be_finite_and_positive(mem, near):
+    """``near=nan`` drew nothing (every z > nan is False) and ``near=-1`` drew points behind the camera."""
+    latents, depths, k, poses = _frames(t=1)
+    full = memory.write(mem, latents, depths, k, poses)  # one frame: a point in every cell
+    k_out = intrinsics(1, HW)
+    assert int(np.asarray(memory.read(full, k_out, poses, HW)[1]).sum()) == HW[0] * HW[1]
+    with pytest.raises(ValueError, match="near: expected a finite depth > 0"):
+        memory.read(full, k_out, poses, HW, near=near)
+    with pytest.raises(ValueError, match="near: expected a finite depth > 0"):
+        memory.visible(full.points, full.valid, k_out, poses, HW, near=near)
+
+
+def test_consumed_memory_is_refused_with_one_line():
+    """A memory given to ``write(..., donate=True)`` no longer has buffers: every function says so instead of
+    XLA's 'Buffer has been deleted'."""
+    latents, depths, k, poses = _frames()
+    old = memory.init(64, 3)
+    new = memory.write(old, latents, depths, k, poses, donate=True)
+    assert memory.num_points(new) > 0
+    calls = [lambda m: memory.write(m, latents, depths, k, poses), lambda m: memory.read(m, k, poses, HW),
+             memory.num_points, lambda m: memory.select_references(m, k, poses, k, poses, HW)]
+    for call in calls:
+        with pytest.raises(ValueError) as err:
+            call(old)
+        assert str(err.value) == ("memory was consumed by an earlier write(..., donate=True); use the memory that "
+                                  "call returned")
+
+
+def test_read_refuses_views_times_points_beyond_int32(monkeypatch):
+    """The z-buffer indexes every (view, point) pair with int32: 9 views of 2^28 points do not fit (checked on
+    shapes only: nothing is allocated)."""
+    from mirage_jax.memory import state
+
+    monkeypatch.setattr(state, "device_memory_bytes", lambda device: None)
+    abstract = jax.eval_shape(lambda: memory.init(2**28, 1))
+    with pytest.raises(ValueError, match="intrinsics: 9 views x 268435456 points exceed int32 indexing "
+                                         r"\(2147483647\); use at most 7 views per call"):
+        memory.read(abstract, intrinsics(9, HW), np.stack([np.eye(4)] * 9), HW)

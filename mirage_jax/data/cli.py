@@ -10,6 +10,7 @@ Prints the dataset folder; pass it as ``--config.data.source=<folder>`` to train
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mirage_jax.data import synthetic
 
@@ -34,9 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _progress(clips, total, split):
-    from tqdm import tqdm  # noqa: PLC0415
+    """A bar on a terminal; in a pipe or log file one line per tenth of the clips (no redrawn bars)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm  # noqa: PLC0415
 
-    return tqdm(clips, total=total, desc=f"{split} clips", unit="clip")
+        yield from tqdm(clips, total=total, desc=f"{split} clips", unit="clip")
+        return
+    every = max(1, (total or 0) // 10)
+    done = 0
+    for done, clip in enumerate(clips, 1):
+        yield clip
+        if done % every == 0 or done == total:
+            print(f"{split} clips: {done}/{total if total is not None else '?'}", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:

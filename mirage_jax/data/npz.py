@@ -1,15 +1,20 @@
 """Reading, writing and validating clips in the official ``geometry.npz`` layout (docs/design.md §7).
 
-Keys: ``frames`` uint8 ``[N,H,W,3]``, ``depths`` float32 ``[N,H,W]`` (metric z-depth, 0 = invalid),
-``intrinsics`` float32 ``[N,3,3]`` (at the frames' resolution), ``poses_c2w`` float32 ``[N,4,4]`` (OpenCV
-camera-to-world), optional ``masks`` bool ``[N,H,W]`` (True = static) and optional ``caption`` (a 0-d string).
-Every loader path goes through :func:`validate_clip`, so a malformed file is a ``ValueError`` naming the key,
-never a wrong array handed to the model.
+Keys: ``frames`` uint8 ``[N,H,W,3]`` (or float in [0, 1], scaled to 0..255), ``depths`` float32 ``[N,H,W]``
+(metric z-depth, 0 = invalid), ``intrinsics`` float32 ``[N,3,3]`` (at the frames' resolution), ``poses_c2w``
+float32 ``[N,4,4]`` (OpenCV camera-to-world), optional ``masks`` bool ``[N,H,W]`` (True = static) and optional
+``caption`` (a 0-d string). Every loader path goes through :func:`validate_clip`, so a malformed file is a
+``ValueError`` naming the key, never a wrong array handed to the model; a corrupt or truncated file is a
+``ValueError`` naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -28,9 +33,9 @@ def validate_clip(clip: dict, source: str = "clip", allow_single_frame: bool = F
     ``allow_single_frame``: accept ``frames [1,H,W,3]`` with ``N > 1`` poses (the official inference layout,
     where only the first frame is given); otherwise frames must be ``[N,H,W,3]``.
 
-    Normalised: ``frames`` uint8, ``depths``/``intrinsics``/``poses_c2w`` float32, ``masks`` bool (all True
-    when absent), ``caption`` str ("" when absent). Non-finite depth is treated as invalid and set to 0.
-    Raises ``ValueError`` naming ``source`` and the offending key.
+    Normalised: ``frames`` uint8 (``frames_as_uint8``), ``depths``/``intrinsics``/``poses_c2w`` float32,
+    ``masks`` bool (all True when absent), ``caption`` str ("" when absent). Non-finite depth is treated as
+    invalid and set to 0. Raises ``ValueError`` naming ``source`` and the offending key.
     """
     missing = [k for k in REQUIRED_KEYS if k not in clip]
     if missing:
@@ -38,10 +43,7 @@ def validate_clip(clip: dict, source: str = "clip", allow_single_frame: bool = F
     frames = np.asarray(clip["frames"])
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise ValueError(f"{source}: key 'frames' expected shape [N,H,W,3], got {list(frames.shape)}")
-    if frames.dtype != np.uint8:
-        if not np.issubdtype(frames.dtype, np.number) or frames.min() < 0 or frames.max() > 255:
-            raise ValueError(f"{source}: key 'frames' expected uint8 values in [0, 255], got dtype {frames.dtype}")
-        frames = frames.astype(np.uint8)
+    frames = frames_as_uint8(frames, source)
     _, h, w, _ = frames.shape
     depths = np.asarray(clip["depths"])
     if depths.ndim != 3 or depths.shape[1:] != (h, w):
@@ -79,6 +81,43 @@ def validate_clip(clip: dict, source: str = "clip", allow_single_frame: bool = F
             "masks": masks, "caption": caption}
 
 
+def frames_as_uint8(frames: np.ndarray, source: str) -> np.ndarray:
+    """``frames [N,H,W,3]`` as uint8: uint8 as is, float in [0, 1] scaled to 0..255 (rounded); any other dtype,
+    a float outside [0, 1] or a non-finite float is refused, naming ``source`` and the range found."""
+    if frames.dtype == np.uint8:
+        return frames
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"{source}: key 'frames' expected uint8 (0..255) or float in [0, 1], got dtype {frames.dtype}")
+    finite = np.isfinite(frames)
+    low, high = (frames[finite].min(), frames[finite].max()) if finite.any() else (np.nan, np.nan)
+    if not finite.all() or low < 0 or high > 1:
+        extra = ", and NaN or inf" if not finite.all() else ""
+        raise ValueError(f"{source}: key 'frames' expected uint8 (0..255) or float in [0, 1], got {frames.dtype} "
+                         f"values in [{low:.4g}, {high:.4g}]{extra}")
+    return np.rint(frames.astype(np.float32) * 255).astype(np.uint8)
+
+
+def frames_without_depth(depths: np.ndarray) -> np.ndarray:
+    """Indices of the frames of ``depths [N, H, W]`` with no valid depth (no finite value > 0): a memory write
+    of such a frame stores nothing."""
+    depths = np.asarray(depths)
+    return np.flatnonzero(~(np.isfinite(depths) & (depths > 0)).any(axis=(1, 2)))
+
+
+def check_depth_for_memory(depths: np.ndarray, seed: int, later: Sequence[int] = (), source: str = "geometry") -> None:
+    """A memory is seeded from frame ``seed`` of ``depths [N, H, W]``: no valid depth there is a ``ValueError``
+    (the memory would start, and stay, empty); ``later`` frames (those written back) without valid depth get a
+    warning naming them."""
+    frames = [seed, *later]
+    empty = [frames[i] for i in frames_without_depth(np.asarray(depths)[frames])]
+    if seed in empty:
+        raise ValueError(f"{source}: key 'depths' has no valid depth (all zero or non-finite) in frame {seed}, the "
+                         f"frame that seeds the memory, which would stay empty; give it depth or use cache 'none'")
+    if empty:
+        warnings.warn(f"{source}: key 'depths' has no valid depth (all zero or non-finite) in frames "
+                      f"{sorted(set(empty))}: the memory stores nothing from them", stacklevel=2)
+
+
 def save_geometry_npz(path: str | os.PathLike, clip: dict, compress: bool = True) -> Path:
     """Validates ``clip`` and writes it as ``geometry.npz`` (``path`` may be a file or a folder)."""
     path = Path(path)
@@ -98,16 +137,39 @@ def read_frames_beside(folder: Path) -> np.ndarray | None:
     Looks (in this order) for ``clip.mp4``, a ``frames/`` folder of PNG/JPEG images (sorted by name) and
     ``first_frame.png`` (the official fallbacks).
     """
-    import imageio.v3 as iio
-
     if (folder / "clip.mp4").is_file():
-        return np.asarray(iio.imread(folder / "clip.mp4", index=None))[..., :3]
+        return read_image(folder / "clip.mp4", index=None)[..., :3]
     images = sorted(p for p in (folder / "frames").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if images:
-        return np.stack([np.asarray(iio.imread(p))[..., :3] for p in images])
+        return np.stack([read_image(p)[..., :3] for p in images])
     if (folder / "first_frame.png").is_file():
-        return np.asarray(iio.imread(folder / "first_frame.png"))[None, ..., :3]
+        return read_image(folder / "first_frame.png")[None, ..., :3]
     return None
+
+
+def read_image(path: Path, **kwargs) -> np.ndarray:
+    """An image or video file as an array (``imageio``); a corrupt or truncated file is a ``ValueError`` naming it."""
+    import imageio.v3 as iio
+
+    try:
+        return np.asarray(iio.imread(path, **kwargs))
+    except (OSError, EOFError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot read the image/video (corrupt or truncated?): {error_reason(err)}") from err
+
+
+def error_reason(err: BaseException) -> str:
+    """The first line of a low-level error's message (ffmpeg appends its whole log), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the npz at ``path`` (no pickles); a corrupt or truncated file is a ``ValueError`` naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .npz file (corrupt or truncated?): {error_reason(err)}") from err
 
 
 def load_geometry_npz(path: str | os.PathLike, *, require_all_frames: bool = False) -> dict:
@@ -116,20 +178,21 @@ def load_geometry_npz(path: str | os.PathLike, *, require_all_frames: bool = Fal
     Without pickles (``allow_pickle=False``). When the npz has no ``frames`` key they are read from
     ``clip.mp4`` / ``frames/`` / ``first_frame.png`` beside it. As in the official layout, ``frames`` may hold
     only the first frame (``[1,H,W,3]``) unless ``require_all_frames`` (training data needs every frame).
-    Raises ``ValueError`` naming the key for missing keys, wrong shapes, non-rigid poses or negative depth.
+    The clip's ``source`` is the file's path (for messages). Raises ``ValueError`` naming the file for a corrupt
+    or truncated npz / mp4 / image, and the key for missing keys, wrong shapes, non-rigid poses or negative depth.
     """
     path = Path(path)
     if path.is_dir():
         path = path / "geometry.npz"
     if not path.is_file():
         raise ValueError(f"geometry npz {str(path)!r} does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        clip = {k: data[k] for k in data.files}
+    clip = read_npz_arrays(path)
     if "frames" not in clip:
         frames = read_frames_beside(path.parent)
         if frames is not None:
             clip["frames"] = frames
-    return validate_clip(clip, source=str(path), allow_single_frame=not require_all_frames)
+    clip = validate_clip(clip, source=str(path), allow_single_frame=not require_all_frames)
+    return clip | {"source": str(path)}
 
 
 def memory_from_geometry_npz(path: str | os.PathLike, first_latent, capacity: int, *, frame: int = 0,

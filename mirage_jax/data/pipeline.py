@@ -21,7 +21,6 @@ from pathlib import Path
 import grain
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
 from mirage_jax import sharding
 from mirage_jax.data import tfds_io
@@ -52,7 +51,7 @@ def clip_source(config, split: str = "train", progress=None):
     if not (folder / "dataset_info.json").is_file():
         raise ValueError(f"config.data.source: expected 'procedural' or a prepared TFDS dataset folder (with "
                          f"dataset_info.json), got {d.source!r}")
-    return tfds.builder_from_directory(str(folder)).as_data_source(split=split)
+    return tfds_io.folder_source(folder, split)
 
 
 def _build_once_per_job(build) -> None:

@@ -9,6 +9,7 @@ a dataset has the same frame size.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -37,6 +38,25 @@ def resize_clip(clip: dict, height: int, width: int) -> dict:
         out[key] = clip[key][:, rows][:, :, cols]
     out["intrinsics"] = np.asarray(geometry.scale_intrinsics(clip["intrinsics"], (h, w), (height, width)))
     return out
+
+
+def input_fingerprint(*folders: str | Path) -> str:
+    """A digest of every file under ``folders``: relative path, size and modification time (ns), sorted.
+
+    A dataset built from these folders is named after it, so adding, removing or rewriting a file builds a new
+    dataset and unchanged inputs reuse the old one. File metadata rather than content hashes: this runs at every
+    ``make_config`` and costs one ``stat`` per file, where hashing would read the whole input (at real sizes,
+    gigabytes) only to find the dataset already built. The cost of the choice: a file touched without change (or
+    copied without keeping its times) rebuilds the dataset once; a stale dataset needs a rewrite with the same
+    size within the file system's timestamp resolution.
+    """
+    lines = []
+    for i, folder in enumerate(folders):
+        root = Path(folder)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            stat = path.stat()
+            lines.append(f"{i}:{path.relative_to(root).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:12]
 
 
 def procedural_clips(num_clips: int, num_frames: int, height: int, width: int,

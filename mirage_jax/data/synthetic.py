@@ -27,12 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax import geometry
+from mirage_jax.config import CHOICES
 from mirage_jax.data.npz import load_geometry_npz, save_geometry_npz
 
 __all__ = ["TRAJECTORIES", "World", "make_world", "camera_path", "render_clip", "render_views",
            "save_geometry_npz", "load_geometry_npz"]
 
-TRAJECTORIES = ("forward", "orbit", "pan", "revisit", "loop")
+TRAJECTORIES = CHOICES["data.trajectories"]
 NUM_BOXES, NUM_CYLINDERS, NUM_SPHERES = 5, 3, 3
 NUM_WALLS = 6  # surface ids 0..5: x-, x+, ceiling (y-), floor (y+), z-, z+
 CAMERA_REGION = 0.4  # camera paths stay within this fraction of the room's half extents (x, z)

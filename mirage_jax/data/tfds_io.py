@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
+import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 
+from mirage_jax.data.npz import error_reason
 from mirage_jax.data.pose_clips import pose_clips_dataset_builder as pcb
 
 DEFAULT_DATA_DIR = Path(os.environ.get("MIRAGE_DATA_DIR", Path.home() / ".cache" / "mirage_jax" / "tfds"))
@@ -22,7 +25,37 @@ DEFAULT_DATA_DIR = Path(os.environ.get("MIRAGE_DATA_DIR", Path.home() / ".cache"
 
 def builder(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None) -> pcb.Builder:
     """The ``pose_clips`` builder for ``config`` writing ArrayRecord under ``data_dir``."""
-    return pcb.Builder(config=config, data_dir=str(data_dir or DEFAULT_DATA_DIR), file_format="array_record")
+    with _without_custom_config_notice():
+        return pcb.Builder(config=config, data_dir=str(data_dir or DEFAULT_DATA_DIR), file_format="array_record")
+
+
+CUSTOM_CONFIG_NOTICE = "Using custom data configuration"
+
+
+class _DropCustomConfigNotice(logging.Filter):
+    """Drops TFDS's absl warning "Using custom data configuration: <the whole config>" (~560 characters, at
+    every builder made): every ``pose_clips`` config is a custom one by design, so it tells nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(CUSTOM_CONFIG_NOTICE)
+
+
+@contextlib.contextmanager
+def _without_custom_config_notice():
+    """Inside the block, absl's logger (TFDS logs through it) drops only that one warning."""
+    absl_logger, notice_filter = logging.getLogger("absl"), _DropCustomConfigNotice()
+    absl_logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(notice_filter)
+
+
+def _without_tfds_announcements(b: pcb.Builder) -> None:
+    """TFDS prints "Downloading and preparing dataset Unknown size (...)" and "Dataset ... prepared ...
+    Subsequent calls will reuse this data." to stdout at every build (nothing is downloaded here, no size is
+    known, and stdout is the commands' answer): ``b`` prints neither."""
+    b._log_download_bytes = b._log_download_done = lambda: None  # noqa: SLF001  (TFDS has no switch for them)
 
 
 def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None, progress=None) -> Path:
@@ -37,6 +70,7 @@ def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None
     with _build_lock(data_dir or DEFAULT_DATA_DIR, config.name), _tfds_progress_bars(False):
         b = builder(config, data_dir)
         b.progress = progress
+        _without_tfds_announcements(b)
         b.download_and_prepare()
         return Path(b.data_dir)
 
@@ -70,7 +104,39 @@ def data_source(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None 
     b = builder(config, data_dir)
     if not b.is_prepared():
         raise ValueError(f"data_dir: dataset {config.name!r} is not prepared under {b.data_dir!r}; build it first")
-    return b.as_data_source(split=split)
+    return CheckedRecords(b.as_data_source(split=split))
+
+
+def folder_source(folder: str | os.PathLike, split: str = "train"):
+    """Random-access source of the prepared dataset in ``folder`` (the one holding ``dataset_info.json``)."""
+    return CheckedRecords(tfds.builder_from_directory(str(folder)).as_data_source(split=split))
+
+
+class CheckedRecords:
+    """A TFDS ArrayRecord data source whose unreadable records raise a ``ValueError`` naming the shard file and
+    the record index (a truncated or corrupt file otherwise fails inside Riegeli, without a path)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.source[index]
+        except (RuntimeError, ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{self.shard_path(index)}: record {index} of split {self.source.split!r} is unreadable "
+                             f"(corrupt or truncated ArrayRecord file?): {error_reason(err)}") from err
+
+    def shard_path(self, index: int) -> str:
+        """The file holding record ``index`` (the split's folder when the split is a slice of its files)."""
+        info = self.source.dataset_info.splits[self.source.split]
+        ends = np.cumsum(info.shard_lengths)
+        shard = int(np.searchsorted(ends, index, side="right"))
+        if len(self) != int(ends[-1]) or shard >= len(info.filepaths):
+            return str(Path(info.filepaths[0]).parent)
+        return str(info.filepaths[shard])
 
 
 def record_to_clip(record: dict) -> dict:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirage_jax.memory.state import LatentMemory
+from mirage_jax.memory.validate import check_not_consumed
 
 _ARRAYS = ("points", "features", "valid", "write_id", "frame_id", "next_write_id", "next_frame_id")
 
@@ -21,6 +22,7 @@ def save(path: str | os.PathLike, mem: LatentMemory, *, force: bool = False) -> 
     """Writes ``mem`` to the Orbax checkpoint directory ``path`` (``force`` overwrites); returns the path."""
     import orbax.checkpoint as ocp
 
+    check_not_consumed(mem)
     path = Path(path).absolute()
     state = {name: getattr(mem, name) for name in _ARRAYS} | {"voxel_size": np.asarray(mem.voxel_size, np.float64)}
     with ocp.StandardCheckpointer() as checkpointer:

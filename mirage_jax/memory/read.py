@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from mirage_jax import geometry
 from mirage_jax.memory.state import LatentMemory
-from mirage_jax.memory.validate import check_cameras, check_hw
+from mirage_jax.memory.validate import check_cameras, check_hw, check_near, check_not_consumed, check_views_fit
 from mirage_jax.memory.zbuffer import zbuffer
 
 # Near plane (metres): points with camera depth z <= NEAR are not drawn (the official uses z > 0, which lets
@@ -74,9 +74,12 @@ def read(mem: LatentMemory, intrinsics, cam2world, hw: Sequence[int], *, near: f
       intrinsics: ``[T, 3, 3]`` at the output resolution ``hw``.
       cam2world: ``[T, 4, 4]`` OpenCV camera-to-world poses.
       hw: ``(h, w)`` output grid.
+      near: near plane (metres, finite, > 0): points at camera depth ``z <= near`` are not drawn.
     Returns:
       ``(feats [T, h, w, C] in the memory's dtype, 0 where empty, hit [T, h, w] bool)``.
     """
-    hw = check_hw(hw)
+    check_not_consumed(mem)
+    hw, near = check_hw(hw), check_near(near)
     intrinsics, cam2world = check_cameras(intrinsics, cam2world)
-    return _read(mem, intrinsics, cam2world, hw, float(near))
+    check_views_fit(intrinsics.shape[0], mem.capacity)
+    return _read(mem, intrinsics, cam2world, hw, near)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from mirage_jax.memory.capacity import group_ids, voxel_keys
 from mirage_jax.memory.read import NEAR, project_cells, splat_views
 from mirage_jax.memory.state import LatentMemory
-from mirage_jax.memory.validate import check_cameras, check_hw
+from mirage_jax.memory.validate import check_cameras, check_hw, check_near, check_not_consumed, check_views_fit
 
 
 class References(NamedTuple):
@@ -40,7 +40,9 @@ def visible(points, valid, intrinsics, cam2world, hw: Sequence[int], *, occlusio
     """``[T, P]`` bool: which of ``points [P, 3]`` (where ``valid [P]``) each of ``T`` cameras sees.
 
     ``occlusion_aware``: only z-buffer winners count (ties to the lowest ``key [P]``, default the index).
+    ``near`` (metres, finite, > 0): points at camera depth ``z <= near`` are not seen.
     """
+    near = check_near(near)
     cell, z = project_cells(points, valid, intrinsics, cam2world, hw, near)
     n_cells = hw[0] * hw[1]
     if not occlusion_aware:
@@ -117,6 +119,7 @@ def select_references(source, history_intrinsics, history_cam2world, target_intr
     """
     hw = check_hw(hw)
     if isinstance(source, LatentMemory):
+        check_not_consumed(source)
         points, valid, key = source.points, source.valid, source.write_id
     else:
         points = jnp.asarray(source, jnp.float32)
@@ -129,6 +132,9 @@ def select_references(source, history_intrinsics, history_cam2world, target_intr
             raise ValueError(f"valid, key: expected shape [{points.shape[0]}], got {shapes}")
     hist_k, hist_c2w = check_cameras(history_intrinsics, history_cam2world, "history_")
     tgt_k, tgt_c2w = check_cameras(target_intrinsics, target_cam2world, "target_")
+    if occlusion_aware:  # the z-buffer indexes views x points
+        check_views_fit(hist_k.shape[0], points.shape[0], "history_intrinsics")
+        check_views_fit(tgt_k.shape[0], points.shape[0], "target_intrinsics")
     if not (isinstance(k, int) and k >= 1):
         raise ValueError(f"k: expected a positive int, got {k!r}")
     if not voxel_size > 0:

@@ -26,7 +26,14 @@ from mirage_jax.memory import capacity
 from mirage_jax.memory.downsample import MODES
 from mirage_jax.memory.read import NEAR, project_cells, splat_views
 from mirage_jax.memory.state import LatentMemory
-from mirage_jax.memory.validate import check_cameras, check_hw, check_write_inputs
+from mirage_jax.memory.validate import (
+    check_cameras,
+    check_hw,
+    check_near,
+    check_not_consumed,
+    check_views_fit,
+    check_write_inputs,
+)
 from mirage_jax.memory.write import _apply, check_write_id_room, lift, plan_insert
 from mirage_jax.memory.zbuffer import KEY_NONE
 
@@ -41,6 +48,7 @@ def memory_specs(mem: LatentMemory, axis: str) -> LatentMemory:
 
 def shard_memory(mem: LatentMemory, mesh: Mesh, axis: str = "fsdp") -> LatentMemory:
     """Places ``mem`` on ``mesh`` with its point axis split over ``axis`` (capacity must divide evenly)."""
+    check_not_consumed(mem)
     _check_divisible(mem, mesh, axis)
     specs = memory_specs(mem, axis)
     return jax.tree.map(lambda a, s: jax.device_put(a, NamedSharding(mesh, s)), mem, specs)
@@ -91,10 +99,12 @@ def _read_sharded(mem, intrinsics, cam2world, hw, near, mesh, axis):
 def read_sharded(mem: LatentMemory, intrinsics, cam2world, hw: Sequence[int], mesh: Mesh, axis: str = "fsdp", *,
                  near: float = NEAR):
     """``read`` for a memory whose point axis is split over mesh ``axis``; same arguments and result."""
-    hw = check_hw(hw)
+    check_not_consumed(mem)
+    hw, near = check_hw(hw), check_near(near)
     _check_divisible(mem, mesh, axis)
     intrinsics, cam2world = check_cameras(intrinsics, cam2world)
-    return _read_sharded(mem, intrinsics, cam2world, hw, float(near), mesh, axis)
+    check_views_fit(intrinsics.shape[0], mem.capacity // mesh.shape[axis])
+    return _read_sharded(mem, intrinsics, cam2world, hw, near, mesh, axis)
 
 
 def _write_local(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep, mode, axis):
@@ -139,6 +149,7 @@ def _write_sharded(mem, latents, depths, intrinsics, cam2world, keep, mode, mesh
 def write_sharded(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep=None, *, mesh: Mesh,
                   axis: str = "fsdp", depth_downsample: str = "bilinear") -> LatentMemory:
     """``write`` for a memory whose point axis is split over mesh ``axis``; same arguments and result."""
+    check_not_consumed(mem)
     _check_divisible(mem, mesh, axis)
     latents, depths, intrinsics, cam2world, keep = check_write_inputs(
         mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES

@@ -13,10 +13,15 @@ it never bounds the number of points).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mirage_jax.config_checks import MAX_MEMORY_CAPACITY, memory_feature_dtype
+from mirage_jax.memory.validate import check_not_consumed
 
 # Default edge of the voxels used to de-duplicate revisits (metres); see ``write``.
 DEFAULT_DEDUP_VOXEL = 0.05
@@ -62,16 +67,24 @@ def init(capacity: int, channels: int, dtype=jnp.float32, *, voxel_size: float =
 
     ``voxel_size`` (metres) is the de-duplication voxel of the capacity policy (see ``write``); it should be
     about the footprint of a latent cell at typical depth (a 44×80 grid with fx≈40 cells: 5 cm at 2 m).
+    ``capacity`` is refused when its indices would overflow int32 or its state would not fit the device.
     """
     if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
         raise ValueError(f"capacity: expected a positive int, got {capacity!r}")
+    if capacity > MAX_MEMORY_CAPACITY:
+        raise ValueError(f"capacity: expected at most {MAX_MEMORY_CAPACITY} (slot indices and point counts are int32 "
+                         f"and a write counts up to 2 x capacity points), got {capacity}")
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
         raise ValueError(f"channels: expected a positive int, got {channels!r}")
-    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-        raise ValueError(f"dtype: expected a floating dtype (float32 or bfloat16), got {dtype!r}")
+    dtype = memory_feature_dtype(dtype)
     if not (isinstance(voxel_size, (int, float)) and np.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"voxel_size: expected a positive finite float (metres), got {voxel_size!r}")
-    capacity, channels = int(capacity), int(channels)
+    make = functools.partial(_empty, int(capacity), int(channels), dtype, float(voxel_size))
+    check_fits_device(jax.eval_shape(make))
+    return make()
+
+
+def _empty(capacity: int, channels: int, dtype, voxel_size: float) -> LatentMemory:
     return LatentMemory(
         points=jnp.zeros((capacity, 3), jnp.float32),
         features=jnp.zeros((capacity, channels), dtype),
@@ -80,12 +93,33 @@ def init(capacity: int, channels: int, dtype=jnp.float32, *, voxel_size: float =
         frame_id=jnp.full((capacity,), -1, jnp.int32),
         next_write_id=jnp.zeros((), jnp.int32),
         next_frame_id=jnp.zeros((), jnp.int32),
-        voxel_size=float(voxel_size),
+        voxel_size=voxel_size,
     )
+
+
+def device_memory_bytes(device) -> int | None:
+    """Memory of ``device`` in bytes: physical RAM on CPU, the allocator's ``bytes_limit`` on GPU/TPU (None
+    when the device does not tell)."""
+    if device.platform == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    stats = device.memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def check_fits_device(mem: LatentMemory) -> None:
+    """Refuses a memory (arrays or their shapes) whose state exceeds the memory of the default device."""
+    device = jax.devices()[0]
+    available, needed, per_point = device_memory_bytes(device), memory_bytes(mem), bytes_per_point(mem)
+    if available is not None and needed > available:
+        fitting = max(0, available - (needed - mem.capacity * per_point)) // per_point  # the counters need room too
+        raise ValueError(f"capacity: {mem.capacity} points need {needed} bytes ({per_point} per point), more than "
+                         f"the {available} bytes of {device.platform} device {device.id}; use a capacity of at most "
+                         f"{fitting}")
 
 
 def num_points(mem: LatentMemory) -> int:
     """Number of stored points (host int; use ``mem.valid.sum()`` inside ``jit``)."""
+    check_not_consumed(mem)
     return int(jnp.sum(mem.valid))
 
 

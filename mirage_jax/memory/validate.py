@@ -29,10 +29,39 @@ _all_finite = jax.jit(all_finite)
 
 NON_FINITE_LATENTS = "latents: contains non-finite values"
 
+CONSUMED = "memory was consumed by an earlier write(..., donate=True); use the memory that call returned"
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+
 
 def is_concrete(*arrays) -> bool:
     """True when no argument is a JAX tracer (so its values can be inspected on the host)."""
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_not_consumed(mem) -> None:
+    """Refuses a memory whose buffers were donated to an earlier in-place write (they no longer exist)."""
+    arrays = [a for a in jax.tree_util.tree_leaves(mem) if is_concrete(a) and hasattr(a, "is_deleted")]
+    if any(a.is_deleted() for a in arrays):
+        raise ValueError(CONSUMED)
+
+
+def check_near(near, name: str = "near") -> float:
+    """A near plane must be a finite depth > 0 (metres); returns it as a float."""
+    try:
+        value = float(near)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a finite depth > 0 (metres), got {near!r}") from None
+    if isinstance(near, bool) or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a finite depth > 0 (metres), got {near!r}")
+    return value
+
+
+def check_views_fit(num_views: int, num_points: int, name: str = "intrinsics") -> None:
+    """A z-buffer of ``num_views`` views indexes ``num_views x num_points`` projections with int32."""
+    if num_views * num_points > INT32_MAX:
+        raise ValueError(f"{name}: {num_views} views x {num_points} points exceed int32 indexing ({INT32_MAX}); "
+                         f"use at most {max(1, INT32_MAX // num_points)} views per call")
 
 
 def check_hw(hw) -> tuple[int, int]:
@@ -56,6 +85,13 @@ def _shape(x, name: str) -> tuple[int, ...]:
     if not hasattr(x, "shape"):
         x = np.asarray(x)
     return tuple(x.shape)
+
+
+def _check_float(x, name: str, what: str) -> None:
+    """``x`` must hold real floats (a bool, integer or complex array would be cast silently)."""
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name}: expected a float array of {what}, got dtype {dtype}")
 
 
 def check_cameras(intrinsics, cam2world, prefix: str = "", *, check_values: bool = True):
@@ -97,6 +133,8 @@ def check_write_inputs(channels: int, latents, depths, intrinsics, cam2world, ke
     if len(ls) != 4 or min(ls) < 1:
         raise ValueError(f"latents: expected shape [T, h, w, C] (non-empty), got {list(ls)}")
     t, h, w, c = ls
+    _check_float(latents, "latents", "latent features")
+    _check_float(depths, "depths", "metric z-depth")
     if c != channels:
         raise ValueError(f"latents: expected {channels} channels (the memory's), got shape {list(ls)}")
     if len(ds) != 3 or ds[0] != t:

@@ -33,6 +33,7 @@ from mirage_jax.memory.validate import (
     NON_FINITE_LATENTS,
     all_finite,
     check_cameras,
+    check_not_consumed,
     check_write_inputs,
     is_concrete,
 )
@@ -181,6 +182,7 @@ def write(mem: LatentMemory, latents, depths, intrinsics, cam2world, keep=None, 
         buffers and only the new slots are written, instead of a copy of the whole state; ``mem`` must not
         be used afterwards. Inputs are checked first, so a refused write leaves ``mem`` intact.
     """
+    check_not_consumed(mem)
     latents, depths, intrinsics, cam2world, keep = check_write_inputs(
         mem.channels, latents, depths, intrinsics, cam2world, keep, depth_downsample, MODES, check_values=False
     )

@@ -114,6 +114,11 @@ def check_inputs(config, clip: dict, num_frames: int, *, start: int = 0, cache: 
         raise ValueError(f"depth_source: expected 'geometry', 'head' or a callable, got {depth_source!r}")
     geometry.validate_intrinsics(clip["intrinsics"], "geometry intrinsics")
     geometry.validate_poses(poses, "geometry poses_c2w")
+    if cache != "none":  # the cache is seeded from frame start's depth, and written back with the geometry's
+        from mirage_jax.data.npz import check_depth_for_memory  # noqa: PLC0415
+
+        written = {p for chunk in plan for p in chunk.pose_indices} - {start} if depth_source == "geometry" else set()
+        check_depth_for_memory(clip["depths"], start, sorted(written), clip.get("source", "geometry"))
     return plan
 
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+
+def _imageio_ffmpeg():
+    """``imageio_ffmpeg``, set to start ffmpeg without a Python-level fork.
+
+    By default it starts ffmpeg with ``preexec_fn`` (to keep Ctrl-C away from it), which makes Python fork the
+    whole multithreaded process: JAX warns "os.fork() was called ... deadlock" at every video, and a fork with
+    threads running can deadlock. Its environment switch turns that off (ffmpeg then stops on Ctrl-C too)."""
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+    import imageio_ffmpeg  # noqa: PLC0415 (only needed for videos)
+
+    return imageio_ffmpeg
 
 
 def to_uint8(frames) -> np.ndarray:
@@ -17,8 +30,7 @@ def to_uint8(frames) -> np.ndarray:
 
 def write_mp4(path: str | Path, frames, fps: int = 16) -> Path:
     """Writes ``frames [T, H, W, 3]`` (uint8 or [-1, 1]) to an H.264 mp4; odd sizes are padded by edge pixels."""
-    import imageio_ffmpeg  # noqa: PLC0415 (only needed when writing videos)
-
+    imageio_ffmpeg = _imageio_ffmpeg()
     frames = to_uint8(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames: expected [T>0, H, W, 3], got {frames.shape}")
@@ -40,13 +52,20 @@ def write_mp4(path: str | Path, frames, fps: int = 16) -> Path:
 
 
 def read_mp4(path: str | Path) -> np.ndarray:
-    """Reads an mp4 back as uint8 ``[T, H, W, 3]`` (for tests and tools)."""
-    import imageio_ffmpeg  # noqa: PLC0415
+    """Reads an mp4 back as uint8 ``[T, H, W, 3]`` (for tests and tools); a corrupt or truncated file is a
+    ``ValueError`` naming it."""
+    from mirage_jax.data.npz import error_reason  # noqa: PLC0415
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = reader.__next__()
-    w, h = meta["size"]
-    return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])
+    try:
+        reader = _imageio_ffmpeg().read_frames(str(path))
+        meta = reader.__next__()
+        w, h = meta["size"]
+        frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+    except (OSError, RuntimeError, StopIteration, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the mp4 (corrupt or truncated?): {error_reason(err)}") from err
+    if not frames:
+        raise ValueError(f"{path}: the mp4 holds no frames")
+    return np.stack(frames)
 
 
 def write_png(path: str | Path, image) -> Path:

@@ -1,8 +1,9 @@
 """TFDS ``GeneratorBasedBuilder`` for pose-annotated clips, written as ArrayRecord and read without TensorFlow.
 
 Only ``Tensor`` (ZLIB-encoded) and ``Text`` features are used: ``Video``/``Image`` from numpy need TensorFlow.
-A :class:`PoseClipsConfig` fixes the source and the frame size; its ``name`` encodes every parameter, so a
-different configuration is a different dataset folder (``<data_dir>/pose_clips/<name>/<version>``).
+A :class:`PoseClipsConfig` fixes the source and the frame size; its ``name`` encodes every parameter and, for
+the ``npz`` and ``re10k`` sources, a fingerprint of the input files (``sources.input_fingerprint``), so a
+different configuration or changed inputs make a different dataset folder (``<data_dir>/pose_clips/<name>/<version>``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -17,6 +19,7 @@ import tensorflow_datasets as tfds
 from mirage_jax.data import sources, synthetic
 
 SOURCES = ("procedural", "npz", "re10k")
+INPUT_FOLDERS = {"npz": ("input_dir",), "re10k": ("cameras_dir", "frames_dir")}  # the files a source reads
 
 
 @dataclasses.dataclass(eq=False)
@@ -35,10 +38,12 @@ class PoseClipsConfig(tfds.core.BuilderConfig):
     input_dir: str = ""  # npz: folder of geometry.npz samples
     cameras_dir: str = ""  # re10k: folder of <clip>.txt camera files
     frames_dir: str = ""  # re10k: folder of <clip>/ frame folders
+    input_fingerprint: str = ""  # npz/re10k: digest of the input files (set by make_config)
 
 
 def make_config(source: str = "procedural", **fields) -> PoseClipsConfig:
-    """A config named after a hash of all its fields (so caches never mix different datasets)."""
+    """A config named after a hash of all its fields and of the input files (so caches never mix different
+    datasets: a changed input folder builds a new one)."""
     if source not in SOURCES:
         raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
     probe = PoseClipsConfig(name="probe", source=source, **fields)
@@ -56,6 +61,13 @@ def make_config(source: str = "procedural", **fields) -> PoseClipsConfig:
         raise ValueError("input_dir: required for source 'npz'")
     if source == "re10k" and not (probe.cameras_dir and probe.frames_dir):
         raise ValueError("cameras_dir and frames_dir: required for source 're10k'")
+    folders = {name: getattr(probe, name) for name in INPUT_FOLDERS.get(source, ())}
+    for name, folder in folders.items():
+        if not Path(folder).is_dir():
+            raise ValueError(f"{name}: no folder at {folder!r}")
+    if folders:
+        fields = fields | {"input_fingerprint": sources.input_fingerprint(*folders.values())}
+        probe = PoseClipsConfig(name="probe", source=source, **fields)
     values = {f.name: getattr(probe, f.name) for f in dataclasses.fields(PoseClipsConfig)
               if f.name in fields or f.name == "source"}
     digest = hashlib.sha1(repr(sorted(values.items())).encode()).hexdigest()[:10]
