@@ -9,7 +9,8 @@
    the three videos (``OUT/videos``), a contact sheet of the revisit frames, plots per chunk, and prints one
    table.
 
-Re-running with the same ``--out`` reuses the dataset and the trained checkpoint.
+Re-running with the same ``--out`` reuses the dataset and the trained checkpoint (a killed demo resumes its
+training) and replaces the evaluation, saying so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -78,33 +80,34 @@ def _table(metrics: dict) -> str:
 
 
 def run(args) -> int:
-    import sys
-
     out = Path(args.out).absolute()
-    try:
-        config = demo_config(args.config, getattr(args, "overrides", []), out, args.quick)
-        chunks = 2 if args.quick else args.chunks
-        if chunks < 2:
-            raise ValueError("--chunks: a revisit needs at least 2 chunks")
-    except ValueError as err:
-        print(f"mirage-jax demo: error: {err}", file=sys.stderr)
-        return 2
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder")
+    config = demo_config(args.config, getattr(args, "overrides", []), out, args.quick)
+    chunks = 2 if args.quick else args.chunks
+    if chunks < 2:
+        raise ValueError("--chunks: a revisit needs at least 2 chunks")
     from mirage_jax.checkpoints import load_model, open_source
+    from mirage_jax.output_dirs import new_output_dir
     from mirage_jax.train.loop import train
     from mirage_jax.world.evaluate import evaluate
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/3] data + training ({config.train.num_steps} steps of the {config.name} config) -> {out}")
-    summary = train(config, out / "checkpoint")
+    summary = train(config, out / "checkpoint", progress=not args.quiet)
     train_s = time.perf_counter() - start
     model = load_model(open_source(out / "checkpoint"), config)
 
     print(f"[2/3] generating a held-out revisit trajectory ({chunks} chunks) with {', '.join(VARIANTS)}")
     chunk_frames = int(config.sample.chunk_frames)
     num_frames = chunk_frames + (chunks - 1) * (chunk_frames - 1)
-    metrics = evaluate(config, model, out / "eval", trajectories=("revisit",), num_frames=num_frames,
-                       seed=HELD_OUT_WORLD, variants=VARIANTS, progress=not args.quiet)
+    if (out / "eval").exists():
+        print(f"note: replacing the earlier evaluation in {out / 'eval'}", file=sys.stderr)
+        shutil.rmtree(out / "eval")
+    with new_output_dir(out / "eval") as staging:  # a killed demo leaves no half-written evaluation
+        metrics = evaluate(config, model, staging, trajectories=("revisit",), num_frames=num_frames,
+                           seed=HELD_OUT_WORLD, variants=VARIANTS, progress=not args.quiet)
 
     print("[3/3] writing videos and the contact sheet")
     videos = out / "videos"

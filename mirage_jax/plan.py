@@ -155,17 +155,12 @@ def _gb(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        return _plan_and_report(args)
-    except ValueError as err:
-        print(f"mirage-jax plan: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _plan_and_report(args: argparse.Namespace) -> int:
     from mirage_jax.sharding import parse_mesh_spec
+
+    for name in ("targets", "preceding", "references", "batch_per_device", "height", "width"):
+        minimum = 1 if name in ("targets", "batch_per_device", "height", "width") else 0
+        if getattr(args, name) < minimum:
+            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: expected >= {minimum}")
 
     sizes = {"data": 1, "fsdp": 1, "tensor": 1, **parse_mesh_spec(args.mesh)}
     if any(v < 1 for v in sizes.values()):
@@ -193,10 +188,6 @@ def _plan_and_report(args: argparse.Namespace) -> int:
     from mirage_jax.config_checks import validate_config
 
     validate_config(config)
-    for name in ("targets", "preceding", "references", "batch_per_device", "height", "width"):
-        minimum = 1 if name in ("targets", "batch_per_device", "height", "width") else 0
-        if getattr(args, name) < minimum:
-            raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: expected >= {minimum}")
     mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], jax.devices()[:count])
     report = plan(config, mesh, stage=args.stage, height=args.height, width=args.width, targets=args.targets,
                   preceding=args.preceding, references=args.references, batch_per_device=args.batch_per_device,

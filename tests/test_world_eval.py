@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from mirage_jax.cli import main as cli_main
 from mirage_jax.config import load_config
 from mirage_jax.data.synthetic import render_clip, save_geometry_npz
 from mirage_jax.world import eval_cli, generate_cli, loading
@@ -113,14 +114,14 @@ def test_generate_command_bad_inputs(tmp_path, capsys, argv, message):
     flags = [x for kv in base.items() for x in kv] + [a for a in argv if a.startswith("--config.")]
     full = ["--config", "tiny", "--geometry", str(tmp_path / "geometry.npz"), "--out", str(tmp_path / "o"),
             *OVERRIDES, *flags]
-    assert generate_cli.run(_args(generate_cli, full)) == 2
+    assert cli_main(["generate", *full]) == 2  # through the dispatch that prints the one-line error
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_eval_command_rejects_unknown_variant(tmp_path, capsys):
     argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), "--variants", "latent,voxel"]
-    assert eval_cli.run(_args(eval_cli, argv)) == 2
+    assert cli_main(["eval", *argv]) == 2
     assert "variants: unknown ['voxel']" in capsys.readouterr().err
 
 

@@ -58,8 +58,9 @@ def test_random_model_rollout_writes_files_and_metadata(config, clip, tmp_path):
     assert result.video.shape == (FRAMES, H, W, 3) and result.video.dtype == np.uint8
     assert len(result.chunks) == 3 and result.latents.shape == (13, H // 4, W // 4, 48)
     paths = save_rollout(result, tmp_path, config, fps=8, save_memory=True)
-    assert read_mp4(paths["video"]).shape == (FRAMES, H, W, 3)
-    assert [read_mp4(p).shape[0] for p in paths["chunks"]] == [17, 17, 17]
+    assert paths["video"] == "generated.mp4"  # names relative to the folder, as metadata.json records them
+    assert read_mp4(tmp_path / paths["video"]).shape == (FRAMES, H, W, 3)
+    assert [read_mp4(tmp_path / p).shape[0] for p in paths["chunks"]] == [17, 17, 17]
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["config"]["sample"]["chunk_frames"] == 17
     assert [c["pose_indices"] for c in meta["chunks"]] == [[0, 4, 8, 12, 16], [16, 20, 24, 28, 32],
@@ -68,7 +69,8 @@ def test_random_model_rollout_writes_files_and_metadata(config, clip, tmp_path):
     sizes = [c["cache_bytes"] for c in meta["chunks"]]
     assert 0 < sizes[0] <= sizes[1] <= sizes[2] <= meta["chunks"][0]["cache_capacity_bytes"]
     assert all(c["timings_s"]["total"] > 0 for c in meta["chunks"])
-    assert np.load(paths["memory"])["valid"].sum() == meta["chunks"][-1]["cache_points"]
+    assert meta["files"]["memory"] == "memory.npz"
+    assert np.load(tmp_path / paths["memory"])["valid"].sum() == meta["chunks"][-1]["cache_points"]
     # Frame 0 is the input image (patchify latents are exact up to uint8 rounding).
     np.testing.assert_allclose(result.video[0].astype(int), clip["frames"][0].astype(int), atol=1)
 

@@ -31,21 +31,17 @@ def run(args) -> int:
     from mirage_jax.convert.export import write_export
     from mirage_jax.output_dirs import check_new_output
 
-    try:
-        check_new_output(args.out, "--out")
-        source = open_source(args.checkpoint, args.step)
-        config, notes = resolve_config(source, args.config, getattr(args, "overrides", []))
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        validate_config(config)
-        if not config.model.vace_layers:
-            raise ValueError(f"{source.name} has no VACE branch (config.model.vace_layers is empty): nothing of "
-                             "Mirage to export; train a 'vace' stage first")
-        record = {"source": str(source.path), "kind": source.kind, "step": source.step}
-        info = write_export(load_model(source, config), config, args.out, dtype=args.dtype, record=record)
-    except ValueError as err:
-        print(f"mirage-jax export: error: {err}", file=sys.stderr)
-        return 2
+    check_new_output(args.out, "--out")
+    source = open_source(args.checkpoint, args.step)
+    config, notes = resolve_config(source, args.config, getattr(args, "overrides", []))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    validate_config(config)
+    if not config.model.vace_layers:
+        raise ValueError(f"{source.name} has no VACE branch (config.model.vace_layers is empty): nothing of "
+                         "Mirage to export; train a 'vace' stage first")
+    record = {"source": str(source.path), "kind": source.kind, "step": source.step}
+    info = write_export(load_model(source, config), config, args.out, dtype=args.dtype, record=record)
     print(json.dumps(info, indent=2))
     if "official_lora_alpha" in info:
         print(f"official inference: --lora-checkpoint {Path(args.out) / 'lora.safetensors'} "

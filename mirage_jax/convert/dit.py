@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import jax
@@ -34,6 +33,7 @@ from flax import nnx
 
 from mirage_jax.config import accept_config_overrides
 from mirage_jax.convert.safetensors_io import open_checkpoint
+from mirage_jax.convert.weights_check import check_weight
 
 _PREFIXES = ("pipe.dit.", "model.diffusion_model.", "diffusion_model.", "dit.")
 
@@ -173,13 +173,21 @@ def _match(state, sources: dict):
     return plan, present, set(wanted)
 
 
+def _weight(sources: dict, name: str) -> np.ndarray:
+    """The tensor ``name`` of the inputs, refused unless it is floating point and finite."""
+    file, key = sources[name]
+    value = file[key]
+    check_weight(value, key, str(file.path))
+    return value
+
+
 def _assign(plan, present, sources, put) -> None:
     """Sets every variable of the present groups to its converted tensor(s) via ``put(value, variable)``."""
     for var, names, stacked in plan:
         if original_group(names[0]) not in present:
             continue
         target = var.shape[1:] if stacked else var.shape
-        arrays = [_to_ours(n, sources[n][0][sources[n][1]], target) for n in names]
+        arrays = [_to_ours(n, _weight(sources, n), target) for n in names]
         var.set_value(put(np.stack(arrays) if stacked else arrays[0], var))
 
 
@@ -314,14 +322,10 @@ def run(args: argparse.Namespace) -> int:
     from mirage_jax.config_checks import validate_config
     from mirage_jax.output_dirs import check_new_output
 
-    try:
-        config = load_config(args.config, args.overrides)
-        validate_config(config)
-        check_new_output(args.out, "--out")
-        model, groups = load_model(config, args.input, seed=args.seed)
-        out = save_converted(model, config, args.out, groups, args.input)
-    except ValueError as err:
-        print(f"mirage-jax convert dit: error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
+    validate_config(config)
+    check_new_output(args.out, "--out")
+    model, groups = load_model(config, args.input, seed=args.seed)
+    out = save_converted(model, config, args.out, groups, args.input)
     print(f"loaded {groups['loaded']}, freshly initialised {groups['initialised']}; wrote {out}")
     return 0

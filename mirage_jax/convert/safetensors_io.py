@@ -35,14 +35,24 @@ class SafetensorsFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        size = self.path.stat().st_size
         with open(self.path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len <= 0 or header_len > 100_000_000:
-                raise ValueError(f"{self.path}: not a safetensors file (header length {header_len})")
-            header = json.loads(f.read(header_len))
+            start = f.read(8)
+            header_len = struct.unpack("<Q", start)[0] if len(start) == 8 else 0
+            if header_len <= 0 or header_len > min(100_000_000, size - 8):
+                raise ValueError(f"{self.path}: not a safetensors file (header length {header_len}, file {size} B)")
+            try:
+                header = json.loads(f.read(header_len))
+                data_end = max((int(e["data_offsets"][1]) for k, e in header.items() if k != "__metadata__"),
+                               default=0)
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError) as err:
+                raise ValueError(f"{self.path}: not a safetensors file (unreadable header: {err})") from None
         self.metadata = header.pop("__metadata__", {}) or {}
         self._entries = header
         self._data_start = 8 + header_len
+        if self._data_start + data_end > size:
+            raise ValueError(f"{self.path}: truncated: its header describes {self._data_start + data_end} bytes, "
+                             f"the file has {size}")
         self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
 
     def keys(self) -> list[str]:
@@ -59,6 +69,10 @@ class SafetensorsFile:
         if entry["dtype"] not in _DTYPES:
             raise ValueError(f"{self.path}: tensor {key!r} has unsupported dtype {entry['dtype']}")
         start, end = entry["data_offsets"]
+        dtype = np.dtype(_DTYPES[entry["dtype"]])
+        if end - start != int(np.prod(entry["shape"])) * dtype.itemsize:
+            raise ValueError(f"{self.path}: tensor {key!r}: {end - start} bytes for shape {entry['shape']} "
+                             f"{entry['dtype']}")
         raw = self._mmap[self._data_start + start : self._data_start + end]
         return raw.view(_DTYPES[entry["dtype"]]).reshape(entry["shape"])
 

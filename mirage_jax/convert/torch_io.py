@@ -17,22 +17,28 @@ import numpy as np
 from flax import nnx
 
 from mirage_jax.convert.safetensors_io import open_checkpoint
+from mirage_jax.convert.weights_check import weight_problem
 
 
 def load_strict(module: nnx.Module, tensors: Iterable[tuple[str, np.ndarray]], to_path, to_layout, what: str):
     """Strictly loads named torch-layout arrays into ``module``'s ``nnx.Param`` s (in place); returns it.
 
     ``to_path(name) -> state path tuple`` (``None``: no such parameter); ``to_layout(value, target_shape)``
-    converts the array. Missing, unexpected and shape-mismatched names are listed together in one ``ValueError``.
+    converts the array. Missing, unexpected, shape-mismatched names and tensors that are not weights (integer,
+    NaN or infinite: ``mirage_jax.convert.weights_check``) are listed together in one ``ValueError``.
     """
     flat = {tuple(path): var for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param))}
-    seen, unexpected, mismatched = set(), [], []
+    seen, unexpected, mismatched, unusable = set(), [], [], []
     for name, value in tensors:
         path = to_path(name)
         if path not in flat:
             unexpected.append(name)
             continue
         target = flat[path]
+        problem = weight_problem(np.asarray(value))
+        if problem is not None:
+            unusable.append(f"{name}: {problem}")
+            continue
         converted = to_layout(value, target.value.shape)
         if converted.shape != target.value.shape:
             mismatched.append(f"{name}: {tuple(np.shape(value))} -> {converted.shape}, expected {target.value.shape}")
@@ -40,13 +46,11 @@ def load_strict(module: nnx.Module, tensors: Iterable[tuple[str, np.ndarray]], t
         target.value = jnp.asarray(converted)
         seen.add(path)
     missing = [".".join(map(str, p)) for p in flat if p not in seen]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{what} checkpoint does not match the model:\n"
-            f"  missing ({len(missing)}): {missing[:20]}\n"
-            f"  unexpected ({len(unexpected)}): {unexpected[:20]}\n"
-            f"  shape mismatches ({len(mismatched)}): {mismatched[:20]}"
-        )
+    problems = {"missing": missing, "unexpected": unexpected, "shape mismatches": mismatched,
+                "not usable as weights": unusable}
+    if any(problems.values()):
+        listed = "; ".join(f"{kind} ({len(names)}): {names[:20]}" for kind, names in problems.items() if names)
+        raise ValueError(f"{what} checkpoint does not match the model: {listed}")
     nnx.update(module, nnx.State.from_flat_path(flat))
     return module
 

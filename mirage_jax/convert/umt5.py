@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 
 import numpy as np
 
@@ -93,16 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mirage_jax.output_dirs import check_new_output
 
-    try:
-        check_new_output(args.out, "--out")
-        tensors = read_state(args.source)
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.") and k != "lm_head.weight"}
-        cfg = infer_config(tensors, num_heads=64)
-        cfg = UMT5Config(**{**cfg.__dict__, "max_distance": args.max_distance})
-        model = load_into(UMT5Encoder(cfg), list(tensors.items()))
-        save(model, args.out)
-    except ValueError as err:
-        print(f"mirage-jax convert umt5: error: {err}", file=sys.stderr)
-        return 2
+    check_new_output(args.out, "--out")
+    tensors = read_state(args.source)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.") and k != "lm_head.weight"}
+    cfg = infer_config(tensors, num_heads=64)
+    cfg = UMT5Config(**{**cfg.__dict__, "max_distance": args.max_distance})
+    model = load_into(UMT5Encoder(cfg), list(tensors.items()))
+    save(model, args.out)
     print(f"wrote {args.out}: umT5 encoder {cfg}")
     return 0

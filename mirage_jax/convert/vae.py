@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -156,18 +155,14 @@ def run(args: argparse.Namespace) -> int:
     from mirage_jax.output_dirs import check_new_output
 
     source = Path(args.source)
-    try:
-        check_new_output(args.out, "--out")
-        if source.is_dir():
-            vae, cfg = from_diffusers(source)
-        else:  # the official .pth / a safetensors copy: sizes from the flags, the built-in Wan2.2 statistics
-            cfg = VAEConfig(base_dim=args.base_dim, decoder_base_dim=args.decoder_base_dim, z_dim=args.z_dim)
-            tensors, original = read_tensors(source)
-            vae = load_into(WanVAE(cfg), tensors.items(), original_names=original)
-        save(vae, args.out)
-    except ValueError as err:
-        print(f"mirage-jax convert vae: error: {err}", file=sys.stderr)
-        return 2
+    check_new_output(args.out, "--out")
+    if source.is_dir():
+        vae, cfg = from_diffusers(source)
+    else:  # the official .pth / a safetensors copy: sizes from the flags, the built-in Wan2.2 statistics
+        cfg = VAEConfig(base_dim=args.base_dim, decoder_base_dim=args.decoder_base_dim, z_dim=args.z_dim)
+        tensors, original = read_tensors(source)
+        vae = load_into(WanVAE(cfg), tensors.items(), original_names=original)
+    save(vae, args.out)
     stats = "the folder's" if cfg.latents_mean is not None else "the built-in Wan2.2"
     sizes = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg.architecture()).items() if v is not None)
     print(f"wrote {args.out}: Wan2.2 VAE ({sizes}) with {stats} latent statistics")

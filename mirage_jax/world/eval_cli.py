@@ -1,11 +1,10 @@
 """``mirage-jax eval --checkpoint SOURCE [--config CONFIG] --out OUT [--trajectories revisit,loop] [--frames N]
 [--variants latent,none,rgb]``: the consistency evaluation of ``world.evaluate`` (``OUT/eval.json``, plots,
-contact sheets, videos), with its table printed."""
+contact sheets, videos), with its table printed. ``OUT`` is a new folder that appears whole or not at all."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mirage_jax.world.loading import add_common_arguments, load_config_and_check, load_model
 
@@ -24,23 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from mirage_jax.output_dirs import check_new_output, new_output_dir  # noqa: PLC0415
     from mirage_jax.video_shapes import check_video_length  # noqa: PLC0415
     from mirage_jax.world.evaluate import check_choices, evaluate, format_table  # noqa: PLC0415
 
-    try:
-        config, depth_source, source = load_config_and_check(args)
-        if args.frames is not None:
-            check_video_length(args.frames, "--frames")
-        check_choices(args.trajectories, args.variants)
-        if args.seed is not None:
-            config.sample.seed = args.seed
-        model, head = load_model(config, source, depth_source)
-        results = evaluate(config, model, args.out, trajectories=args.trajectories, num_frames=args.frames,
-                           seed=args.world_seed, variants=args.variants, depth_source=depth_source, depth_head=head,
-                           progress=not args.quiet, save_videos=not args.no_videos)
-    except ValueError as err:
-        print(f"mirage-jax eval: error: {err}", file=sys.stderr)
-        return 2
+    check_new_output(args.out, "--out")
+    config, depth_source, source = load_config_and_check(args)
+    if args.frames is not None:
+        check_video_length(args.frames, "--frames")
+    check_choices(args.trajectories, args.variants)
+    if args.seed is not None:
+        config.sample.seed = args.seed
+    model, head = load_model(config, source, depth_source)
+    with new_output_dir(args.out) as staging:
+        results = evaluate(config, model, staging, trajectories=args.trajectories, num_frames=args.frames,
+                           seed=args.world_seed, variants=args.variants, depth_source=depth_source,
+                           depth_head=head, progress=not args.quiet, save_videos=not args.no_videos)
     print(format_table(results))
     print(f"wrote {args.out}/eval.json")
     return 0

@@ -6,13 +6,14 @@ own config is used, with ``--config`` and ``--config.a.b=value`` on top (``mirag
 
 Generates a video along the camera path of an official ``geometry.npz`` (or a procedural world's path) from
 its first frame, and writes ``generated.mp4``, ``chunk_XXX.mp4``, ``metadata.json`` (and ``memory.npz`` with
-``--save-memory``) under ``--out``. Every input problem is reported before anything is built or compiled.
+``--save-memory``) under ``--out``, a new folder that appears whole or not at all (an existing non-empty
+folder is refused before anything runs). Every input problem is reported before anything is built or compiled.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
 
 from mirage_jax.world.loading import add_common_arguments, load_config_and_check, load_model
 
@@ -32,33 +33,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from mirage_jax.output_dirs import check_new_output, new_output_dir  # noqa: PLC0415
     from mirage_jax.video_shapes import check_video_length  # noqa: PLC0415
     from mirage_jax.world.generator import check_inputs, rollout  # noqa: PLC0415
     from mirage_jax.world.outputs import save_rollout  # noqa: PLC0415
 
-    try:
-        config, depth_source, source = load_config_and_check(args)
-        check_video_length(args.frames, "--frames")
-        cache = args.cache or config.sample.cache
-        if args.geometry:
-            from mirage_jax.data.npz import load_geometry_npz  # noqa: PLC0415
+    check_new_output(args.out, "--out")  # before the rollout, not after it
+    config, depth_source, source = load_config_and_check(args)
+    check_video_length(args.frames, "--frames")
+    cache = args.cache or config.sample.cache
+    if args.geometry:
+        from mirage_jax.data.npz import load_geometry_npz  # noqa: PLC0415
 
-            clip = load_geometry_npz(args.geometry)
-        else:
-            from mirage_jax.data.synthetic import render_clip  # noqa: PLC0415
+        clip = load_geometry_npz(args.geometry)
+    else:
+        from mirage_jax.data.synthetic import render_clip  # noqa: PLC0415
 
-            clip = render_clip(args.procedural, args.start + args.frames, int(config.data.height),
-                               int(config.data.width), args.trajectory)
-        check_inputs(config, clip, args.frames, start=args.start, cache=cache,
-                     depth_source="geometry" if depth_source == "head" else depth_source)
-        model, head = load_model(config, source, depth_source)
-        result = rollout(config, model, clip, args.frames, cache=cache, depth_source=depth_source, depth_head=head,
-                         prompt=args.prompt, seed=args.seed, start=args.start, progress=not args.quiet)
-    except ValueError as err:
-        print(f"mirage-jax generate: error: {err}", file=sys.stderr)
-        return 2
-    paths = save_rollout(result, args.out, config, fps=int(config.sample.fps), save_memory=args.save_memory)
+        clip = render_clip(args.procedural, args.start + args.frames, int(config.data.height),
+                           int(config.data.width), args.trajectory)
+    check_inputs(config, clip, args.frames, start=args.start, cache=cache,
+                 depth_source="geometry" if depth_source == "head" else depth_source)
+    model, head = load_model(config, source, depth_source)
+    result = rollout(config, model, clip, args.frames, cache=cache, depth_source=depth_source, depth_head=head,
+                     prompt=args.prompt, seed=args.seed, start=args.start, progress=not args.quiet)
+    with new_output_dir(args.out) as staging:
+        paths = save_rollout(result, staging, config, fps=int(config.sample.fps), save_memory=args.save_memory)
     spf = [round(c["seconds_per_frame"], 4) for c in result.chunks]
-    print(f"wrote {paths['video']} ({len(result.video)} frames, {len(result.chunks)} chunks, s/frame per chunk {spf}, "
-          f"cache {result.chunks[-1]['cache_bytes'] / 2**20:.3f} MiB)")
+    print(f"wrote {Path(args.out) / paths['video']} ({len(result.video)} frames, {len(result.chunks)} chunks, "
+          f"s/frame per chunk {spf}, cache {result.chunks[-1]['cache_bytes'] / 2**20:.3f} MiB)")
     return 0

@@ -33,13 +33,14 @@ def save_memory_snapshot(path: str | Path, state) -> Path:
 
 def save_rollout(result, out_dir: str | Path, config=None, *, fps: int = 16, save_memory: bool = False,
                  extra: dict | None = None) -> dict:
-    """Writes the rollout's videos and ``metadata.json`` under ``out_dir``; returns ``{name: path}``."""
+    """Writes the rollout's videos and ``metadata.json`` under ``out_dir``; returns ``{name: file name}``, the
+    names relative to ``out_dir`` (as ``metadata.json`` records them, so the folder can be moved)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"video": str(write_mp4(out / "generated.mp4", result.video, fps))}
-    paths["chunks"] = [str(write_mp4(out / f"chunk_{i:03d}.mp4", v, fps)) for i, v in enumerate(result.chunk_videos)]
+    paths = {"video": write_mp4(out / "generated.mp4", result.video, fps).name}
+    paths["chunks"] = [write_mp4(out / f"chunk_{i:03d}.mp4", v, fps).name for i, v in enumerate(result.chunk_videos)]
     if save_memory and result.cache is not None:
-        paths["memory"] = str(save_memory_snapshot(out / "memory.npz", result.cache))
+        paths["memory"] = save_memory_snapshot(out / "memory.npz", result.cache).name
     metadata = {
         "settings": result.settings,
         "chunks": result.chunks,
@@ -48,5 +49,5 @@ def save_rollout(result, out_dir: str | Path, config=None, *, fps: int = 16, sav
         **(extra or {}),
     }
     (out / "metadata.json").write_text(json.dumps(_jsonable(metadata), indent=2))
-    paths["metadata"] = str(out / "metadata.json")
+    paths["metadata"] = "metadata.json"
     return paths
