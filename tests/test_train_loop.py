@@ -5,6 +5,7 @@ All runs share one config (so one compiled step) and a persistent JAX compilatio
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,14 +98,17 @@ def _start(env, workdir, log):
 
 @pytest.mark.slow
 def test_resume_after_sigterm_and_sigkill_equals_the_straight_run(env, straight):
-    """SIGTERM → saves and exits 0; restart → SIGKILL during/after a save; restart → finishes. The final
-    parameters, optimizer state, step, RNG and data-iterator position equal the uninterrupted run bit for bit."""
+    """SIGTERM → saves and exits 143; restart → SIGKILL during/after a save; restart → finishes. The final
+    parameters, optimizer state, step, RNG and data-iterator position equal the uninterrupted run bit for bit,
+    and metrics.jsonl has each logged step once. A second run on the workdir while one runs is refused."""
     workdir = env["root"] / "interrupted"
     with open(env["root"] / "sub.log", "w") as log:
         proc = _start(env, workdir, log)
         _wait_for(lambda: 4 in _steps(workdir), proc)
+        assert cli_main(["train", "--config", "tiny", "--workdir", str(workdir), *overrides(env["data"])]) == 2
+        assert proc.poll() is None  # the refused second run left the first one alone
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=120) == 143
         stopped = max(_steps(workdir))
         assert 4 <= stopped < STEPS
         proc = _start(env, workdir, log)
@@ -115,11 +119,74 @@ def test_resume_after_sigterm_and_sigkill_equals_the_straight_run(env, straight)
         proc.wait(timeout=60)
     summary = train(load_config("tiny", overrides(env["data"])), workdir)
     assert summary["resumed_from"] is not None and summary["resumed_from"] >= stopped and summary["step"] == STEPS
-    want, got = restore_items(straight[0], STEPS), restore_items(workdir, STEPS)
+    assert_same_checkpoint(straight[0], workdir, STEPS)
+    # every row of the straight run once (a killed run's rows after its last checkpoint are dropped on resume),
+    # plus the partial window the SIGTERM step logged
+    extra = [] if stopped % 5 == 0 else [stopped]
+    assert sorted(r["step"] for r in read_metrics(workdir)) == sorted([r["step"] for r in read_metrics(straight[0])]
+                                                                      + extra)
+
+
+def assert_same_checkpoint(want_dir: Path, got_dir: Path, step: int) -> None:
+    want, got = restore_items(want_dir, step), restore_items(got_dir, step)
     assert got["data"] == want["data"]
     for name in ARRAY_ITEMS:
         for a, b in zip(jax.tree.leaves(want[name]), jax.tree.leaves(got[name]), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+def _truncate_an_array_file(step_dir: Path) -> None:
+    data_file = max((p for p in (step_dir / "model").rglob("*") if p.is_file() and "d" in p.parent.name),
+                    key=lambda p: p.stat().st_size)
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+
+
+DAMAGE = {  # name: (damage, whether the model item is damaged: generation from the run fails too)
+    "truncated array file": (_truncate_an_array_file, True),
+    "deleted _METADATA": (lambda step_dir: (step_dir / "model" / "_METADATA").unlink(), True),
+    "empty data json": (lambda step_dir: next((step_dir / "data").glob("*.json")).write_text(""), False),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_step_before(env, straight, damage,
+                                                                                             tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight[0], workdir)
+    damage_fn, model_damaged = DAMAGE[damage]
+    damage_fn(workdir / "checkpoints" / str(STEPS))
+    if model_damaged:
+        assert cli_main(["generate", "--checkpoint", str(workdir), "--procedural", "1", "--frames", "17",
+                         "--out", str(tmp_path / "gen")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"checkpoints/{STEPS} cannot be read" in err and "--step" in err
+    summary = train(load_config("tiny", overrides(env["data"])), workdir)
+    assert summary["resumed_from"] == STEPS - 2 and summary["step"] == STEPS  # checkpoints every 4: 28, then 30
+    assert f"checkpoints/{STEPS} cannot be read" in capsys.readouterr().err
+    assert (workdir / "damaged_checkpoints" / f"{STEPS}-0").is_dir()
+    assert_same_checkpoint(straight[0], workdir, STEPS)
+    assert [r["step"] for r in read_metrics(workdir)] == [r["step"] for r in read_metrics(straight[0])]
+
+
+def test_a_run_whose_checkpoints_are_all_damaged_is_an_error_that_moves_nothing(env, straight, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight[0], workdir)
+    for step in _steps(workdir):
+        (workdir / "checkpoints" / str(step) / "meta" / "metadata").write_text("{")
+    assert cli_main(["train", "--config", "tiny", "--workdir", str(workdir), *overrides(env["data"])]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint can be read" in err and "Traceback" not in err
+    assert _steps(workdir) == _steps(straight[0]) and not (workdir / "damaged_checkpoints").exists()
+
+
+def test_resuming_with_another_config_is_refused_and_leaves_the_run_untouched(env, straight, capsys):
+    workdir, _ = straight
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (workdir / "checkpoints").iterdir())
+    args = ["train", "--config", "tiny", "--workdir", str(workdir), *overrides(env["data"])]
+    assert cli_main(args + ["--config.seed=7", f"--config.train.num_steps={STEPS + 4}"]) == 2
+    assert "seed: 0 (run) vs 7 (config)" in capsys.readouterr().err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (workdir / "checkpoints").iterdir()) == before
 
 
 @pytest.mark.slow

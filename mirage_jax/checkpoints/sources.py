@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
+from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, DamagedCheckpoint, abstract_like
 from mirage_jax.config import config_from_json, describe_differences, differences, layered_config, model_fields
 from mirage_jax.convert.dit import CONVERTED_FILE
 from mirage_jax.convert.export import EXPORT_FILE, EXPORT_TENSORS
@@ -74,6 +74,12 @@ def _stored_config(path: Path, text: str, notes: list[str]):
     return config
 
 
+def _with_step_hint(err: DamagedCheckpoint, steps: list[int], step: int) -> DamagedCheckpoint:
+    others = [s for s in steps if s != step]
+    return DamagedCheckpoint(f"{err}; pick another checkpoint with --step (the run has steps {others})" if others
+                             else str(err))
+
+
 def _open_run(path: Path, step: int | None, field: str) -> ModelSource:
     workdir = path.parent if path.name == CHECKPOINT_SUBDIR else path
     checkpointer = Checkpointer.reader(workdir / CHECKPOINT_SUBDIR)
@@ -86,6 +92,8 @@ def _open_run(path: Path, step: int | None, field: str) -> ModelSource:
         elif step not in steps:
             raise ValueError(f"--step {step}: not a checkpoint of {path}; it has steps {steps}")
         meta = checkpointer.meta(step)
+    except DamagedCheckpoint as err:
+        raise _with_step_hint(err, steps, step) from err
     finally:
         checkpointer.close()
     notes: list[str] = []
@@ -167,6 +175,8 @@ def _restore(source: ModelSource, item: str, target):
         checkpointer = Checkpointer.reader(source.path / CHECKPOINT_SUBDIR)
         try:
             return checkpointer.restore(source.step, **{item: target})[item]
+        except DamagedCheckpoint as err:
+            raise _with_step_hint(err, checkpointer.all_steps(), source.step) from err
         finally:
             checkpointer.close()
     with ocp.StandardCheckpointer() as ckpt:

@@ -6,6 +6,9 @@ fields and out-of-range values are reported before anything is built. Multi-proc
 ``--multihost`` to let ``jax.distributed.initialize()`` auto-detect the cluster (Cloud TPU, SLURM); it is also
 auto-detected when ``JAX_COORDINATOR_ADDRESS`` is set or SLURM runs more than one task. On CPU the
 collectives use gloo.
+
+Exit codes: 0 done, 2 a usage error (one line on stderr), 143 stopped by SIGTERM after saving (run the same
+command again to resume), 1 anything else.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from mirage_jax.config import accept_config_overrides
+
+# Exit code of a run stopped by SIGTERM after saving its checkpoint (128 + SIGTERM, as a shell reports a process
+# the signal ended): a scheduler tells preemption (resume it) from success (0) and from errors (1, 2).
+PREEMPTED_EXIT_CODE = 143
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
     parser.add_argument("--num-processes", type=int, default=None, help="number of JAX processes")
     parser.add_argument("--process-id", type=int, default=None, help="this process's index")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (nor, on a pipe or file, its line per logged step)")
     parser.add_argument("--multihost", action="store_true",
                         help="call jax.distributed.initialize() with cluster auto-detection (TPU pod, SLURM)")
     accept_config_overrides(parser)
@@ -55,20 +63,16 @@ def initialize_distributed(args) -> None:
 def run(args) -> int:
     from mirage_jax.config import load_config
 
-    try:
-        config = load_config(args.config, getattr(args, "overrides", []))
-        from mirage_jax.train.validate import check_training_start
+    config = load_config(args.config, getattr(args, "overrides", []))
+    from mirage_jax.train.validate import check_training_start
 
-        initialize_distributed(args)
-        check_training_start(config, workdir=args.workdir)
-    except ValueError as err:
-        print(f"mirage-jax train: error: {err}", file=sys.stderr)
-        return 2
+    initialize_distributed(args)
+    check_training_start(config, workdir=args.workdir)
     from mirage_jax.train.loop import train
 
-    summary = train(config, args.workdir)
+    summary = train(config, args.workdir, progress=not args.quiet)
     import jax
 
     if jax.process_index() == 0:
         print(json.dumps(summary, indent=2))
-    return 0
+    return PREEMPTED_EXIT_CODE if summary["preempted"] else 0

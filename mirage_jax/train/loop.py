@@ -14,8 +14,10 @@ and ``workdir/init_checkpoint.json`` (where the run started).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,8 +28,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, abstract_like
-from mirage_jax.config import config_from_json, describe_differences, differences, model_fields
+from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, DamagedCheckpoint, abstract_like
+from mirage_jax.config import RESUME_ADJUSTABLE, config_from_json, describe_differences, differences, flat_fields
 from mirage_jax.data.training_example import MODEL_INPUTS, ExampleSizes, check_batch
 from mirage_jax.models.depth_head import make_depth_head
 from mirage_jax.models.vace import constant_score_latent
@@ -42,7 +44,8 @@ from mirage_jax.train.metrics import (
 )
 from mirage_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from mirage_jax.train.step import batch_sharding, make_eval_step, make_train_step, new_train_state
-from mirage_jax.train.validate import check_training_start, stage_plan
+from mirage_jax.train.validate import check_training_start, is_resuming, stage_plan
+from mirage_jax.train.workdir_lock import WorkdirLock
 
 
 class Preemption:
@@ -79,11 +82,15 @@ class Preemption:
 
 
 def _check_resumable(meta: dict, config, workdir: Path) -> None:
-    """A run resumes only with the model it started with (every model-defining field equal)."""
-    diff = differences(config_from_json(meta["config"])[0], config, model_fields())
+    """A run resumes only with the config it started with, but for the fields ``RESUME_ADJUSTABLE`` names (its
+    length, logging, saving, mesh, paths): anything else would silently continue another experiment."""
+    stored = config_from_json(meta["config"])[0]
+    fields = [key for key in flat_fields(config) if key not in RESUME_ADJUSTABLE]
+    diff = differences(stored, config, fields)
     if diff:
-        raise ValueError(f"--workdir {workdir} holds a run of another model: "
-                         f"{describe_differences(diff, 'run', 'config')}; use a new --workdir")
+        raise ValueError(f"--workdir {str(workdir)!r} holds a run made with another config: "
+                         f"{describe_differences(diff, 'run', 'config')}; resume with the run's config "
+                         f"({workdir / 'config.json'}) or use a new --workdir")
 
 
 class _Run:
@@ -101,9 +108,7 @@ class _Run:
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.model = build_model(config, seed=config.seed, mesh=mesh)
         self.head = make_depth_head(config, config.seed) if config.train.depth_head else None
-        self.checkpointer = Checkpointer(workdir / CHECKPOINT_SUBDIR, keep=config.train.keep_checkpoints,
-                                         async_save=config.train.async_checkpointing)
-        self.init_record = self.start_from_init_checkpoint() if self.checkpointer.latest_step() is None else None
+        self.init_record = None if is_resuming(workdir) else self.start_from_init_checkpoint()
         latent_space = make_latent_space(config)
         text_encoder = make_text_encoder(config)
         self.empty_context = jax.device_put(jnp.asarray(text_encoder.encode([""])[0], jnp.float32), self.replicated)
@@ -141,6 +146,9 @@ class _Run:
                         "examples_per_second": None, "data_wait_fraction": None, "resumed_from": None,
                         "preempted": False, "checkpoint_dir": str(workdir / CHECKPOINT_SUBDIR),
                         "workdir": str(workdir), "init_checkpoint": self.init_record}
+        # last: once Orbax's threads exist, every exit path must close them (``close``)
+        self.checkpointer = Checkpointer(workdir / CHECKPOINT_SUBDIR, keep=config.train.keep_checkpoints,
+                                         async_save=config.train.async_checkpointing)
 
     def start_from_init_checkpoint(self) -> dict | None:
         """Loads ``model.init_checkpoint`` into the fresh model (the groups it holds; the rest stay fresh) and
@@ -162,28 +170,58 @@ class _Run:
         return global_batch({k: local[k] for k in self.batch_shardings}, self.mesh, self.rules)
 
     def resume(self) -> None:
-        """Restores model, step, RNG and data position from the latest checkpoint, if any."""
+        """Restores model, step, RNG and data position from the newest checkpoint that can be read. A newer one
+        that cannot (``DamagedCheckpoint``) is named, moved aside and skipped; when none can, an error."""
+        steps = self.checkpointer.all_steps()
+        damaged = []
+        for step in reversed(steps):
+            try:
+                self.restore(step)
+                break
+            except DamagedCheckpoint as err:
+                damaged.append((step, err))
+        else:
+            if steps:
+                raise ValueError(f"--workdir {str(self.workdir)!r}: no checkpoint can be read: "
+                                 + "; ".join(str(err) for _, err in damaged)
+                                 + "; move the checkpoints folder away to start anew")
+            return
+        self.set_damaged_aside([step for step, _ in damaged], [str(err) for _, err in damaged])
+        self.writer.drop_after(self.step)  # rows logged after the checkpoint are logged again
+
+    def set_damaged_aside(self, steps: list[int], reasons: list[str]) -> None:
+        if not steps:
+            return
+        if self.is_chief:
+            for step, reason in zip(steps, reasons):
+                target = self.checkpointer.move_aside(step)
+                print(f"warning: {reason}; moved to {target}; resuming from step {self.step}", file=sys.stderr)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("damaged checkpoints moved aside")
+            self.checkpointer.manager.reload()
+
+    def restore(self, step: int) -> None:
+        """Restores the checkpoint of ``step`` (after checking it belongs to this config)."""
         from mirage_jax.models import state_shardings
 
-        latest = self.checkpointer.latest_step()
-        if latest is None:
-            return
-        meta = self.checkpointer.meta(latest)
+        meta = self.checkpointer.meta(step)
         _check_resumable(meta, self.config, self.workdir)
-        self.init_record = self.summary["init_checkpoint"] = meta.get("init_checkpoint")
         _, model_state = nnx.split(self.model)
         scalar = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated)  # noqa: E731
         head = None if self.head is None else jax.tree.map(scalar, nnx.state(self.head))
         restored = self.checkpointer.restore(
-            latest, data_iterator=self.iterator, depth_head=head,
+            step, data_iterator=self.iterator, depth_head=head,
             model=abstract_like(model_state, state_shardings(model_state, self.mesh, self.rules)),
             train={"step": scalar(jnp.zeros((), jnp.int32)), "rng": scalar(self.rng)})
+        self.init_record = self.summary["init_checkpoint"] = meta.get("init_checkpoint")
         nnx.update(self.model, restored["model"])
         if self.head is not None:
             nnx.update(self.head, restored["depth_head"])
         self.step, self.rng = int(restored["train"]["step"]), restored["train"]["rng"]
-        self.resumed_from, self.resume_stage = latest, int(meta["stage_index"])
-        self.summary["resumed_from"] = latest
+        self.resumed_from, self.resume_stage = step, int(meta["stage_index"])
+        self.summary["resumed_from"] = step
 
     def evaluate(self, eval_step, state, step: int) -> None:
         """Mean loss over the fixed evaluation batches at each ``train.eval_sigmas`` (fixed noise seed)."""
@@ -268,29 +306,37 @@ class _Run:
             self.iterator.close()
 
 
-def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None) -> dict:
+def train(config, workdir: str | Path, *, mesh: jax.sharding.Mesh | None = None, progress: bool = True) -> dict:
     """Trains per ``config`` in ``workdir`` (resuming if it holds checkpoints); returns a summary dict.
 
     Summary keys: ``step``, ``loss`` (last logged), ``eval_loss`` (last evaluation, or None),
     ``steps_per_second``, ``examples_per_second``, ``data_wait_fraction`` (share of wall time spent fetching
     batches), ``resumed_from`` (step or None), ``preempted`` (stopped by SIGTERM after saving),
     ``checkpoint_dir``, ``workdir``, ``init_checkpoint`` (where the weights came from, or None). ``mesh``
-    defaults to ``mesh_for_config(config)``.
+    defaults to ``mesh_for_config(config)``. ``progress``: a bar on a terminal, a line per logged step on a
+    pipe or file (``_training_progress``); False shows neither.
     """
     check_training_start(config, device_count=None if mesh is None else mesh.size, workdir=workdir)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     plan = stage_plan(config.train)
     ends = np.cumsum([n for _, n in plan]).tolist()
-    run = _Run(config, workdir, mesh_for_config(config) if mesh is None else mesh)
+    with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _train_locked(config, workdir, plan, ends, mesh_for_config(config) if mesh is None else mesh,
+                             progress)
+
+
+def _train_locked(config, workdir: Path, plan: list, ends: list, mesh: jax.sharding.Mesh,
+                  show_progress: bool) -> dict:
+    run = _Run(config, workdir, mesh)
     progress = None
     try:
         run.resume()
+        if run.resumed_from is not None:  # a run with nothing left to do still reports its last losses
+            run.summary.update(_last_logged_losses(workdir, run.step))
         if run.is_chief:
-            from tqdm import tqdm
-
             (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-            progress = tqdm(total=ends[-1], initial=run.step, desc="train", dynamic_ncols=True)
+            progress = _training_progress(ends[-1], run.step) if show_progress else None
         with Preemption(sync_every=config.train.log_every) as preemption:
             for stage_index, ((stage, num_steps), end) in enumerate(zip(plan, ends)):
                 if run.step < end and not preemption.requested:
@@ -324,3 +370,39 @@ def _log_values(fetched: list[dict], elapsed: float, data_time: float, config, f
     if peak is not None:
         values["mfu"] = flops * steps_per_second / (devices * peak)
     return values
+
+
+def _last_logged_losses(workdir: Path, step: int) -> dict:
+    """``loss`` and ``eval_loss`` as last logged up to ``step`` in ``workdir/metrics.jsonl`` (those present)."""
+    from mirage_jax.train.metrics import read_metrics
+
+    rows = [row for row in read_metrics(workdir) if row["step"] <= step]
+    return {key: row[key] for row in rows for key in ("loss", "eval_loss") if row.get(key) is not None}
+
+
+def _training_progress(total: int, step: int):
+    """The training bar on a terminal; on a pipe or file (a SLURM log) one line per logged step instead, as a
+    redrawn bar would write every redraw into it."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
+    return _ProgressLines(total, step)
+
+
+class _ProgressLines:
+    """The part of tqdm's interface the loop uses, writing ``train step S/T: loss=... stage=...`` to stderr at
+    every ``set_postfix`` (each logged step) and nothing in between."""
+
+    def __init__(self, total: int, step: int):
+        self.total, self.step = total, step
+
+    def update(self, n: int = 1) -> None:
+        self.step += n
+
+    def set_postfix(self, **values) -> None:
+        fields = " ".join(f"{name}={value}" for name, value in values.items())
+        print(f"train step {self.step}/{self.total}: {fields}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass

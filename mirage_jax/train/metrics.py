@@ -89,6 +89,17 @@ class MetricsWriter:
             f.write(json.dumps(row) + "\n")
         self._tb.flush()
 
+    def drop_after(self, step: int) -> None:
+        """Removes the rows of steps after ``step`` (a resumed run logs them again), atomically."""
+        if not self.enabled or not self.path.exists():
+            return
+        rows = self.path.read_text().splitlines()
+        kept = [line for line in rows if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) < len(rows):
+            staging = self.path.with_suffix(".jsonl.tmp")
+            staging.write_text("".join(line + "\n" for line in kept))
+            staging.replace(self.path)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

@@ -28,8 +28,10 @@ def is_resuming(workdir: str | Path | None) -> bool:
 
 def check_training_start(config, device_count: int | None = None, process_count: int | None = None,
                          workdir: str | Path | None = None) -> None:
-    """Raises ``ValueError`` for any bad field, and for a ``model.init_checkpoint`` that is not a model source
-    fitting the config (unless resuming)."""
+    """Raises ``ValueError`` for any bad field, a ``workdir`` that is a file, and a ``model.init_checkpoint``
+    that is not a model source fitting the config (unless resuming)."""
+    if workdir is not None and Path(workdir).exists() and not Path(workdir).is_dir():
+        raise ValueError(f"--workdir {str(workdir)!r} is a file, not a folder")
     validate_config(config, training=True, device_count=device_count, process_count=process_count)
     if config.model.init_checkpoint and not is_resuming(workdir):
         from mirage_jax.checkpoints.sources import check_compatible, model_groups, open_source

@@ -1,4 +1,8 @@
-"""tqdm progress bars: one over chunks, one over sampler steps (advanced from inside the compiled loop)."""
+"""tqdm progress bars: one over chunks, one over sampler steps (advanced from inside the compiled loop).
+
+Shown on a terminal (and in notebooks) only: on a pipe or a file a bar would write every redraw into it, so
+there ``disable=None`` (tqdm: off when the stream is not a terminal) leaves them out.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from tqdm.auto import tqdm
 
 def chunk_bar(items: Iterable, enabled: bool, desc: str = "chunks"):
     """Iterates ``items`` with a chunk-level bar (a plain iterator when disabled)."""
-    return tqdm(items, desc=desc, unit="chunk", leave=True) if enabled else items
+    return tqdm(items, desc=desc, unit="chunk", leave=True, disable=None) if enabled else items
 
 
 class StepProgress:
@@ -21,7 +25,7 @@ class StepProgress:
         self.bar = None
 
     def start(self, desc: str) -> None:
-        self.bar = tqdm(total=self.steps, desc=desc, unit="step", leave=False)
+        self.bar = tqdm(total=self.steps, desc=desc, unit="step", leave=False, disable=None)
 
     def on_step(self, step) -> None:
         if self.bar is not None:
