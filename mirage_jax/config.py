@@ -179,6 +179,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
     c.mesh.fsdp = -1  # -1: all remaining devices
+    c.mesh.context = 1  # splits every frame's tokens (context parallelism: models/context_parallel.py)
     c.mesh.tensor = 1
     c.mesh.rules = (
         ("batch", ("data", "fsdp")),
@@ -186,7 +187,7 @@ def base_config() -> ml_collections.ConfigDict:
         ("mlp", "tensor"),
         ("heads", "tensor"),
         ("kv", None),
-        ("length", None),
+        ("length", "context"),
         ("vocab", None),
         ("points", ("data", "fsdp")),
     )
@@ -301,7 +302,7 @@ RESUME_ADJUSTABLE = frozenset({
     "model.init_checkpoint", "model.attention", "model.remat_policy", "data.data_dir", "data.prefetch",
     "data.latent_cache_dir", "text.cache_dir", "latent.vae.checkpoint", "text.checkpoint", "text.tokenizer_path",
     "latent.vae.tiled", "latent.vae.tile_hw", "latent.vae.tile_stride_hw",
-    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules",
+    "mesh.data", "mesh.fsdp", "mesh.context", "mesh.tensor", "mesh.rules",
     *(f"sample.{name}" for name in base_config().sample),  # generation settings: training never reads them
 })
 

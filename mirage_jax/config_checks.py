@@ -95,6 +95,21 @@ def check_data(config) -> None:
            (d.max_reference_candidates, d.prefetch), ">= 0 candidates, >= 1 prefetched batch")
 
 
+def check_context_parallel(config) -> None:
+    """A ``context`` mesh axis splits every frame's tokens and, inside attention, the heads: both must divide."""
+    cp = int(config.mesh.context)
+    _check(cp >= 1, "mesh.context", cp, ">= 1 (1 = no context parallelism)")
+    if cp == 1:
+        return
+    _, ph, pw = (int(p) for p in config.model.patch_size)
+    s = int(config.latent.spatial_factor)
+    tokens = (int(config.data.height) // (s * ph)) * (int(config.data.width) // (s * pw))
+    _check(int(config.model.num_heads) % cp == 0, "mesh.context", cp,
+           f"a divisor of model.num_heads ({config.model.num_heads}): attention splits the heads over it")
+    _check(tokens % cp == 0, "mesh.context", cp,
+           f"a divisor of the tokens per frame ({tokens} at {config.data.height}x{config.data.width})")
+
+
 def check_memory(config) -> None:
     m = config.memory
     _check(m.capacity >= 1, "memory.capacity", m.capacity, ">= 1")
@@ -177,6 +192,7 @@ def validate_config(config, *, training: bool = False, device_count: int | None 
     check_choices(config)
     check_model(config)
     check_data(config)
+    check_context_parallel(config)
     check_memory(config)
     check_sample(config)
     if training:

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="plan for the model of a training run / convert dit folder / export (its config)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step of a training run (default: latest)")
-    parser.add_argument("--mesh", default="fsdp=8,tensor=1", help="mesh sizes, e.g. data=1,fsdp=8,tensor=1")
+    parser.add_argument("--mesh", default="fsdp=8,tensor=1",
+                        help="mesh sizes, e.g. data=1,fsdp=4,context=2,tensor=1")
     parser.add_argument("--stage", default="vace", choices=("vace", "lora", "full"), help="what trains")
     parser.add_argument("--height", type=int, default=44, help="latent height (704 px / 16)")
     parser.add_argument("--width", type=int, default=80, help="latent width (1280 px / 16)")
@@ -162,10 +163,10 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: expected >= {minimum}")
 
-    sizes = {"data": 1, "fsdp": 1, "tensor": 1, **parse_mesh_spec(args.mesh)}
+    sizes = {"data": 1, "fsdp": 1, "context": 1, "tensor": 1, **parse_mesh_spec(args.mesh)}
     if any(v < 1 for v in sizes.values()):
         raise ValueError(f"--mesh {args.mesh!r}: plan needs explicit positive sizes")
-    count = sizes["data"] * sizes["fsdp"] * sizes["tensor"]
+    count = sizes["data"] * sizes["fsdp"] * sizes["context"] * sizes["tensor"]
     _simulate_devices(count)
     import jax
 
@@ -187,8 +188,11 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
     from mirage_jax.config_checks import validate_config
 
+    for axis, size in sizes.items():  # the planned mesh and frame size, checked like a run's
+        config.mesh[axis] = size
+    config.data.height, config.data.width = args.height, args.width
     validate_config(config)
-    mesh = make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], jax.devices()[:count])
+    mesh = make_mesh(**sizes, devices=jax.devices()[:count])
     report = plan(config, mesh, stage=args.stage, height=args.height, width=args.width, targets=args.targets,
                   preceding=args.preceding, references=args.references, batch_per_device=args.batch_per_device,
                   frozen_dtype=args.frozen_dtype)

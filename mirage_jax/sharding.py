@@ -1,6 +1,7 @@
 """Device meshes and logical-axis sharding rules (docs/design.md §8).
 
-Mesh axes are ``data``, ``fsdp`` and ``tensor``. Parameters and activations carry *logical* axis names
+Mesh axes are ``data``, ``fsdp``, ``context`` (the token sequence, ``mirage_jax.models.context_parallel``)
+and ``tensor``. Parameters and activations carry *logical* axis names
 ("embed", "mlp", "heads", ...) and the config's ``mesh.rules`` map them to mesh axes, so one program runs
 on one CPU, 8 simulated devices, a GPU node or a TPU pod.
 """
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "context", "tensor")
 
 
 def parse_mesh_spec(spec: str) -> dict[str, int]:
@@ -43,13 +44,14 @@ def resolve_sizes(sizes: dict[str, int], device_count: int, field: str = "mesh")
     return sizes
 
 
-def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all); one size may be -1 (the rest).
+def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence[jax.Device] | None = None,
+              context: int = 1) -> Mesh:
+    """A ``(data, fsdp, context, tensor)`` mesh over ``devices`` (default: all); one size may be -1 (the rest).
 
     Axes are ``AxisType.Auto`` (GSPMD style: shardings from ``jit`` in/out shardings and constraints).
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = resolve_sizes(dict(zip(MESH_AXES, (data, fsdp, tensor))), len(devices))
+    sizes = resolve_sizes({"data": data, "fsdp": fsdp, "context": context, "tensor": tensor}, len(devices))
     if int(np.prod(list(sizes.values()))) != len(devices):
         raise ValueError(f"mesh sizes {sizes} need {int(np.prod(list(sizes.values())))} devices, have {len(devices)}")
     grid = np.asarray(devices, dtype=object).reshape([sizes[a] for a in MESH_AXES])
@@ -57,7 +59,7 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence[
 
 
 def mesh_sizes(config, device_count: int, process_count: int = 1) -> dict[str, int]:
-    """The resolved ``{data, fsdp, tensor}`` sizes of ``config.mesh`` for ``device_count`` devices.
+    """The resolved ``{data, fsdp, context, tensor}`` sizes of ``config.mesh`` for ``device_count`` devices.
 
     A mesh without a -1 axis may use fewer devices than there are: a single process uses the first ones (e.g.
     the tiny config's one-device mesh under 8 simulated devices); a multi-process run multiplies the ``data``
@@ -76,7 +78,7 @@ def mesh_sizes(config, device_count: int, process_count: int = 1) -> dict[str, i
 
 
 def mesh_for_config(config) -> Mesh:
-    """``config.mesh`` over the first ``data·fsdp·tensor`` devices (all of them when an axis is -1)."""
+    """``config.mesh`` over the first ``data·fsdp·context·tensor`` devices (all of them when an axis is -1)."""
     sizes = mesh_sizes(config, jax.device_count(), jax.process_count())
     return make_mesh(**sizes, devices=jax.devices()[: int(np.prod(list(sizes.values())))])
 

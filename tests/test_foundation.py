@@ -55,16 +55,18 @@ def test_mesh_shapes_and_errors():
 
     n = len(jax.devices())
     mesh = sharding.make_mesh(data=1, fsdp=-1, tensor=1)
-    assert mesh.shape == {"data": 1, "fsdp": n, "tensor": 1}
+    assert mesh.shape == {"data": 1, "fsdp": n, "context": 1, "tensor": 1}
     with pytest.raises(ValueError, match="need"):
         sharding.make_mesh(data=n + 1, fsdp=1, tensor=1)
     with pytest.raises(ValueError, match=r"mesh.fsdp=-1: the other sizes \(3\) do not divide 8 devices"):
         sharding.make_mesh(data=1, fsdp=-1, tensor=3, devices=jax.devices()[:8])
     c = config.load_config("tiny", ["mesh.fsdp=-1", "mesh.tensor=2"])
-    assert sharding.mesh_sizes(c, 8) == {"data": 1, "fsdp": 4, "tensor": 2}
+    assert sharding.mesh_sizes(c, 8) == {"data": 1, "fsdp": 4, "context": 1, "tensor": 2}
+    c = config.load_config("tiny", ["mesh.fsdp=-1", "mesh.context=2"])
+    assert sharding.make_mesh(**sharding.mesh_sizes(c, 8)).shape == {"data": 1, "fsdp": 4, "context": 2, "tensor": 1}
     c = config.load_config("tiny")  # 1 device per process, 2 processes of 1 device: data-parallel over both
-    assert sharding.mesh_sizes(c, 2, process_count=2) == {"data": 2, "fsdp": 1, "tensor": 1}
-    assert sharding.parse_mesh_spec("fsdp=8,tensor=1") == {"fsdp": 8, "tensor": 1}
+    assert sharding.mesh_sizes(c, 2, process_count=2) == {"data": 2, "fsdp": 1, "context": 1, "tensor": 1}
+    assert sharding.parse_mesh_spec("fsdp=4,context=2") == {"fsdp": 4, "context": 2}
     with pytest.raises(ValueError, match="expected comma-separated"):
         sharding.parse_mesh_spec("model=2")
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirage_jax.models.attention import attend
+from mirage_jax.models.context_parallel import attend_frames
 from mirage_jax.models.layers import LayerNorm, Linear, RMSNorm, layer_norm
 from mirage_jax.models.partitioning import constrain
 from mirage_jax.models.rope import apply_rope
@@ -132,17 +132,21 @@ class Attention(nnx.Module):
         self.rules = s.rules
 
     def _heads(self, a: jax.Array) -> jax.Array:
-        """[B, N, D] -> [B, N, H, D/H] with its logical axes."""
-        return constrain(a.reshape(*a.shape[:2], self.num_heads, -1), ("batch", "length", "heads", "kv"), self.rules)
+        """[B, F, S, D] -> [B, F, S, H, D/H] (or [B, L, D] -> [B, L, H, D/H]) with its logical axes."""
+        axes = ("batch", None, "length", "heads", "kv") if a.ndim == 4 else ("batch", None, "heads", "kv")
+        return constrain(a.reshape(*a.shape[:-1], self.num_heads, -1), axes, self.rules)
 
     def __call__(self, x: jax.Array, source: jax.Array, rope: Rope | None, key_mask: jax.Array | None) -> jax.Array:
-        """x [B, T, D] attends to source [B, S, D]; key_mask [B, S] bool or None -> [B, T, D]."""
+        """x [B, F, S, D] attends to the same frames (source [B, F, S, D]) or to a sequence (source [B, L, D]);
+        key_mask [B, F*S] bool or None -> [B, F, S, D]. The frames stay 4-D so that their token axis can be
+        split over the ``context`` mesh axis (``mirage_jax.models.context_parallel``)."""
         q, k, v = self._heads(self.norm_q(self.q(x))), self._heads(self.norm_k(self.k(source))), self._heads(
             self.v(source))
         if rope is not None:
-            q, k = apply_rope(q, rope.cos, rope.sin), apply_rope(k, rope.cos, rope.sin)
-        out = attend(q, k, v, key_mask, self.impl)
-        return self.o(out.reshape(*x.shape[:2], -1))
+            cos, sin = (t.reshape(*x.shape[1:3], -1) for t in (rope.cos, rope.sin))  # [F, S, d/2]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = attend_frames(q, k, v, key_mask, self.impl)
+        return self.o(out.reshape(*x.shape[:-1], -1))
 
 
 class WanBlock(nnx.Module):
@@ -163,14 +167,11 @@ class WanBlock(nnx.Module):
     def __call__(self, x: jax.Array, t_mod: jax.Array, context: jax.Array, rope: Rope,
                  key_mask: jax.Array | None) -> jax.Array:
         """x [B, F, S, D] fp32, t_mod [B, F, 6, D] fp32, context [B, L, D], key_mask [B, F*S] -> [B, F, S, D]."""
-        b, f, s, d = x.shape
         mod = self.modulation[...].astype(jnp.float32) + t_mod
         shift, scale, gate, c_shift, c_scale, c_gate = (mod[:, :, i, None, :] for i in range(6))
         h = layer_norm(x, self.eps) * (1 + scale) + shift
-        a = self.self_attn(h.reshape(b, f * s, d), h.reshape(b, f * s, d), rope, key_mask)
-        x = x + a.reshape(b, f, s, d).astype(jnp.float32) * gate
-        h = self.cross_norm(x).reshape(b, f * s, d)
-        x = x + self.cross_attn(h, context, None, None).reshape(b, f, s, d).astype(jnp.float32)
+        x = x + self.self_attn(h, h, rope, key_mask).astype(jnp.float32) * gate
+        x = x + self.cross_attn(self.cross_norm(x), context, None, None).astype(jnp.float32)
         h = layer_norm(x, self.eps) * (1 + c_scale) + c_shift
         hidden = constrain(jax.nn.gelu(self.ffn_in(h), approximate=True), ("batch", None, "length", "mlp"),
                            self.rules)

@@ -49,9 +49,10 @@ def rope_tables(positions: np.ndarray, head_dim: int, theta: float) -> tuple[np.
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotates interleaved pairs of ``x`` [B, N, H, d] by tables [N, d/2] (fp32 math, returns ``x.dtype``)."""
+    """Rotates interleaved pairs of ``x`` [B, *N, H, d] by tables [*N, d/2] (fp32 math, returns ``x.dtype``);
+    ``*N`` is the token axis, or the frame and token axes ``F, S``."""
     pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]
-    c, s = cos[:, None, :], sin[:, None, :]
+    c, s = cos[..., None, :], sin[..., None, :]
     out = jnp.stack([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1)
     return out.reshape(x.shape).astype(x.dtype)

@@ -16,6 +16,7 @@ optimizer update.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -73,6 +74,22 @@ def split_micro_batches(batch: dict, accum: int) -> dict:
     return jax.tree.map(lambda x: jnp.moveaxis(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 1, 0), batch)
 
 
+def in_mesh(mesh: Mesh) -> Callable:
+    """Decorator: traces the function with ``mesh`` as the current (abstract) mesh, so that the model's activation
+    constraints (``models.partitioning.constrain``) and its context-parallel attention
+    (``models.context_parallel``) see the mesh the step is compiled for."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def traced(*args):
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                return fn(*args)
+
+        return traced
+
+    return wrap
+
+
 def make_train_step(graphdef, tx: optax.GradientTransformation, settings: LossSettings, *, grad_accum: int,
                     state_sharding: dict, batch_shardings: dict, mesh: Mesh, head_graphdef=None,
                     depth_weight: float = 0.0) -> Callable:
@@ -96,6 +113,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, settings: LossSe
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+    @in_mesh(mesh)
     def step(state, batch, empty_context, score_latent):
         key = jax.random.fold_in(state["rng"], state["step"])
         args = (state["frozen"],)
@@ -136,6 +154,7 @@ def make_eval_step(graphdef, settings: LossSettings, sigmas: tuple[float, ...], 
     no text dropout.
     """
 
+    @in_mesh(mesh)
     def evaluate(state, batch, empty_context, score_latent):
         model = nnx.merge(graphdef, state["trainable"]["dit"], state["frozen"])
         b, tl = batch["target_latents"].shape[:2]

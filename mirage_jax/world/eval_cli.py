@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from mirage_jax.world.loading import add_common_arguments, load_config_and_check, load_model
+from mirage_jax.world.loading import add_common_arguments, generation_mesh, load_config_and_check, load_model
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -34,11 +34,13 @@ def run(args) -> int:
     check_choices(args.trajectories, args.variants)
     if args.seed is not None:
         config.sample.seed = args.seed
-    model, head = load_model(config, source, depth_source)
+    mesh = generation_mesh(config)
+    model, head = load_model(config, source, depth_source, mesh)
     with new_output_dir(args.out) as staging:
         results = evaluate(config, model, staging, trajectories=args.trajectories, num_frames=args.frames,
                            seed=args.world_seed, variants=args.variants, depth_source=depth_source,
-                           depth_head=head, progress=not args.quiet, save_videos=not args.no_videos)
+                           depth_head=head, progress=not args.quiet, save_videos=not args.no_videos,
+                           mesh=mesh)
     print(format_table(results))
     print(f"wrote {args.out}/eval.json")
     return 0

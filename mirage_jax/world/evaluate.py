@@ -163,7 +163,8 @@ def plot_metrics(results: dict, out_dir: Path) -> list[str]:
 
 def evaluate(config, model, out_dir: str | Path, *, trajectories: Sequence[str] = TRAJECTORIES,
              num_frames: int | None = None, seed: int = 0, variants: Sequence[str] = CACHES,
-             depth_source="geometry", depth_head=None, progress: bool = True, save_videos: bool = True) -> dict:
+             depth_source="geometry", depth_head=None, progress: bool = True, save_videos: bool = True,
+             mesh=None) -> dict:
     """Runs every variant on every trajectory; writes ``eval.json``, ``eval.txt`` (the table), ``plots/<metric>.png``,
     ``revisit_<trajectory>.png`` (ground truth first visit | ground truth revisit | each variant's revisit frame)
     and, with ``save_videos``, each rollout under ``<trajectory>/<variant>/``.
@@ -176,7 +177,7 @@ def evaluate(config, model, out_dir: str | Path, *, trajectories: Sequence[str] 
     num_frames = default_num_frames(chunk_frames) if num_frames is None else num_frames
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    generator = WorldGenerator(config, model, depth_head=depth_head)  # built once for every rollout here
+    generator = WorldGenerator(config, model, depth_head=depth_head, mesh=mesh)  # built once for every rollout
     space = generator.space
     hw = (int(config.data.height), int(config.data.width))
     per_variant: dict = {v: {} for v in variants}

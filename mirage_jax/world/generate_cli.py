@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mirage_jax.world.loading import add_common_arguments, load_config_and_check, load_model
+from mirage_jax.world.loading import add_common_arguments, generation_mesh, load_config_and_check, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +53,11 @@ def run(args) -> int:
                            int(config.data.width), args.trajectory)
     check_inputs(config, clip, args.frames, start=args.start, cache=cache,
                  depth_source="geometry" if depth_source == "head" else depth_source)
-    model, head = load_model(config, source, depth_source)
+    mesh = generation_mesh(config)
+    model, head = load_model(config, source, depth_source, mesh)
     result = rollout(config, model, clip, args.frames, cache=cache, depth_source=depth_source, depth_head=head,
-                     prompt=args.prompt, seed=args.seed, start=args.start, progress=not args.quiet)
+                     prompt=args.prompt, seed=args.seed, start=args.start, progress=not args.quiet,
+                     mesh=mesh)
     with new_output_dir(args.out) as staging:
         paths = save_rollout(result, staging, config, fps=int(config.sample.fps), save_memory=args.save_memory)
     spf = [round(c["seconds_per_frame"], 4) for c in result.chunks]

@@ -27,12 +27,14 @@ in ``check_inputs`` before anything is compiled or computed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from mirage_jax import geometry
 from mirage_jax.models.latent_space import make_latent_space
@@ -182,8 +184,12 @@ def preceding_indices(chunk: Chunk, num_preceding: int) -> list[int]:
 class WorldGenerator:
     """A model's generation, built once (see the module docstring); ``generate`` runs one camera path."""
 
-    def __init__(self, config, model, *, depth_head=None):
+    def __init__(self, config, model, *, depth_head=None, mesh: jax.sharding.Mesh | None = None):
+        """``mesh``: the mesh ``model``'s parameters were placed on (``build_model(config, mesh=...)``); each
+        chunk's denoising then runs on it, sharded by the config's rules (FSDP, tensor, and the ``context`` axis
+        splitting the tokens); everything else stays on the default device. None: one device."""
         self.config = config
+        self.mesh = mesh
         self.space = make_latent_space(config)
         self.text = make_text_encoder(config)
         self.graphdef, self.state = split_model(model)
@@ -298,14 +304,19 @@ class WorldGenerator:
         noise = jax.random.normal(jax.random.fold_in(run.key, chunk.index), shape, jnp.float32)
         if steps_bar is not None:
             steps_bar.start(f"{run.cache_kind} cache: chunk {chunk.index} denoising")
-        out, seconds = _timed(
-            denoise_chunk, self.state, noise, run.latents[chunk.latent_start][None], context.references,
-            context.preceding, context.control, context.frame_mask, run.context, run.null_context,
-            graphdef=self.graphdef, schedule_args=self.schedule, num_references=self.num_references,
-            guidance_scale=float(self.config.sample.guidance_scale),
-            on_step=None if steps_bar is None else steps_bar.on_step)
+        inputs = (noise, run.latents[chunk.latent_start][None], context.references, context.preceding,
+                  context.control, context.frame_mask, run.context, run.null_context)
+        with contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh):
+            if self.mesh is not None:  # replicated on the mesh: the model's sharding rules split the work
+                inputs = jax.device_put(inputs, NamedSharding(self.mesh, PartitionSpec()))
+            out, seconds = _timed(
+                denoise_chunk, self.state, *inputs, graphdef=self.graphdef, schedule_args=self.schedule,
+                num_references=self.num_references, guidance_scale=float(self.config.sample.guidance_scale),
+                on_step=None if steps_bar is None else steps_bar.on_step)
         if steps_bar is not None:
             steps_bar.close()
+        if self.mesh is not None:
+            out = jax.device_put(out, jax.devices()[0])  # back beside the latent space and the memory
         return out[0].astype(jnp.float32), seconds
 
     def decode(self, latents):
@@ -367,7 +378,7 @@ class WorldGenerator:
                              np.asarray(scenes), np.asarray(hits), run.chunks, run.cache.state, settings)
 
 
-def rollout(config, model, clip: dict, num_frames: int, *, depth_head=None, **kwargs) -> RolloutResult:
-    """One ``WorldGenerator(config, model, depth_head=...).generate(clip, num_frames, **kwargs)`` (build the
-    generator yourself to run several camera paths: the latent space and text encoder are built once)."""
-    return WorldGenerator(config, model, depth_head=depth_head).generate(clip, num_frames, **kwargs)
+def rollout(config, model, clip: dict, num_frames: int, *, depth_head=None, mesh=None, **kwargs) -> RolloutResult:
+    """One ``WorldGenerator(config, model, depth_head=..., mesh=...).generate(clip, num_frames, **kwargs)`` (build
+    the generator yourself to run several camera paths: the latent space and text encoder are built once)."""
+    return WorldGenerator(config, model, depth_head=depth_head, mesh=mesh).generate(clip, num_frames, **kwargs)

@@ -64,14 +64,27 @@ def load_config_and_check(args):
     return config, depth_source, source
 
 
-def load_model(config, source, depth_source: str):
+def generation_mesh(config):
+    """The mesh of ``config.mesh`` when it splits one sample's work (``mesh.context`` > 1: the tokens,
+    ``mesh.tensor`` > 1: the heads and MLP), else None: generation runs one video at a time, so data or FSDP
+    axes alone would only add communication, and the model runs on one device."""
+    import jax  # noqa: PLC0415
+
+    from mirage_jax.sharding import mesh_for_config  # noqa: PLC0415
+
+    if int(config.mesh.context) == 1 and int(config.mesh.tensor) == 1 or jax.process_count() > 1:
+        return None
+    return mesh_for_config(config)
+
+
+def load_model(config, source, depth_source: str, mesh=None):
     """``(model, depth_head)`` from the model source (a random model for ``None``; the head only when the
-    depth source is 'head')."""
+    depth source is 'head'); the model's parameters on ``mesh`` when given."""
     from mirage_jax.checkpoints import load_depth_head  # noqa: PLC0415
     from mirage_jax.checkpoints import load_model as load_source_model  # noqa: PLC0415
     from mirage_jax.models import build_model  # noqa: PLC0415
 
     if source is None:
-        return build_model(config, seed=int(config.seed)), None
+        return build_model(config, seed=int(config.seed), mesh=mesh), None
     head = load_depth_head(source, config) if depth_source == "head" else None
-    return load_source_model(source, config), head
+    return load_source_model(source, config, mesh), head
