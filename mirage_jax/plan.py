@@ -173,9 +173,6 @@ def run(args: argparse.Namespace) -> int:
     from mirage_jax.config import load_config
     from mirage_jax.sharding import make_mesh
 
-    if len(jax.devices()) < count:
-        raise ValueError(f"--mesh {args.mesh!r} needs {count} devices, JAX has {len(jax.devices())} "
-                         f"(set XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts)")
     if args.checkpoint is not None:
         from mirage_jax.checkpoints import open_source, resolve_config
 
@@ -190,8 +187,12 @@ def run(args: argparse.Namespace) -> int:
 
     for axis, size in sizes.items():  # the planned mesh and frame size, checked like a run's
         config.mesh[axis] = size
-    config.data.height, config.data.width = args.height, args.width
+    factor = int(config.latent.spatial_factor)  # --height/--width are latent cells
+    config.data.height, config.data.width = args.height * factor, args.width * factor
     validate_config(config)
+    if len(jax.devices()) < count:
+        raise ValueError(f"--mesh {args.mesh!r} needs {count} devices, JAX has {len(jax.devices())} "
+                         f"(set XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts)")
     mesh = make_mesh(**sizes, devices=jax.devices()[:count])
     report = plan(config, mesh, stage=args.stage, height=args.height, width=args.width, targets=args.targets,
                   preceding=args.preceding, references=args.references, batch_per_device=args.batch_per_device,

@@ -124,3 +124,25 @@ def test_generation_uses_a_mesh_only_when_it_splits_one_video():
     assert generation_mesh(load_config("tiny", CP_OVERRIDES + ["--config.mesh.fsdp=4"])) is None
     mesh = generation_mesh(load_config("tiny", CP_OVERRIDES + ["--config.mesh.context=2", "--config.mesh.fsdp=2"]))
     assert dict(mesh.shape) == {"data": 1, "fsdp": 2, "context": 2, "tensor": 1}
+
+
+def test_bfloat16_gradients_through_self_and_cross_attention_compile_and_match():
+    """The production dtype: gradients of both attentions under a context axis (the text's gradient is summed
+    over it in float32; a bfloat16 sum made XLA:CPU abort) equal one device's within bfloat16 rounding."""
+    rng = np.random.default_rng(2)
+    q = jnp.asarray(rng.standard_normal((2, 3, 4, 2, 8)), jnp.bfloat16)  # [B, F, S, H, d]
+    text = jnp.asarray(rng.standard_normal((2, 5, 2, 8)), jnp.bfloat16)
+    mask = jnp.asarray(rng.random((2, 12)) > 0.2)
+
+    def loss(q, text):
+        out = attend_frames(q, q, q, mask, "xla") + attend_frames(q, text, text, None, "xla")
+        return (out.astype(jnp.float32) ** 2).sum()
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    want = grad(q, text)
+    mesh = make_mesh(1, 4, 1, jax.devices()[:8], context=2)
+    with jax.set_mesh(mesh):
+        placed = jax.device_put((q, text), NamedSharding(mesh, PartitionSpec()))
+        got = grad(*placed)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_allclose(np.asarray(b, np.float32), np.asarray(a, np.float32), rtol=0.05, atol=0.05)

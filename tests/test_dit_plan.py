@@ -59,3 +59,21 @@ def test_plan_tiny_counts_and_bytes():
     assert per["optimizer"] == 2 * per["trainable_params"] + 8
     assert per["temp_activations"] > 0 and per["aliased"] > 0
     assert report["global_batch"] == 2 and report["tokens_per_sample"] == 5 * 16
+
+
+def test_plan_command_with_a_context_axis_splits_the_activations(capsys):
+    """Same per-device batch (one sample on 2 data-parallel devices vs one sample split over a context pair):
+    the context pair holds about half the activations; a context size that does not divide the heads is refused
+    before anything compiles."""
+    from mirage_jax.cli import main
+
+    def temp_bytes(mesh: str) -> float:
+        assert main(["plan", "--config", "tiny", "--mesh", mesh, "--height", "8", "--width", "14", "--targets", "9",
+                     "--references", "2", "--preceding", "2"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("temp_activations"))
+        return float(line.split()[1])
+
+    data_parallel, context_parallel = temp_bytes("fsdp=2"), temp_bytes("context=2")
+    assert context_parallel < 0.7 * data_parallel
+    assert main(["plan", "--config", "tiny", "--mesh", "context=4"]) == 2
+    assert "config.mesh.context=4: expected a divisor of model.num_heads (2)" in capsys.readouterr().err

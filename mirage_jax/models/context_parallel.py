@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from mirage_jax.models.attention import attend
@@ -53,14 +54,22 @@ def _ulysses(q, k, v, key_mask, *, impl: str) -> jax.Array:
     return jax.lax.all_to_all(out, CONTEXT_AXIS, split_axis=2, concat_axis=3, tiled=True)
 
 
+def _attend_text(q, k, v, key_mask, *, impl: str) -> jax.Array:
+    """Inside ``shard_map``: the device's queries over the whole text (``k``/``v`` arrive in float32, see
+    ``attend_frames``) in the queries' dtype."""
+    return _attend_local(q, k.astype(q.dtype), v.astype(q.dtype), key_mask, impl=impl)
+
+
 def attend_frames(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None, impl: str) -> jax.Array:
     """Softmax attention of ``q [B, F, S, H, d]`` over ``k``/``v``: the same frames (self-attention, 5-D) or a
     ``[B, L, H, d]`` sequence (cross-attention); ``key_mask [B, F·S]`` bool or None. Returns ``[B, F, S, H, d]``."""
     if context_size() == 1:
         return _attend_local(q, k, v, key_mask, impl=impl)
     self_attention = k.ndim == 5
-    body = _ulysses if self_attention else _attend_local
+    body = _ulysses if self_attention else _attend_text
     kv_spec = _TOKENS if self_attention else PartitionSpec()
+    if not self_attention:  # the text's gradient is summed over the context axis: in float32 (XLA:CPU aborts
+        k, v = k.astype(jnp.float32), v.astype(jnp.float32)  # compiling a bfloat16 one: AllReducePromotion)
     if key_mask is None:
         run = lambda q, k, v: body(q, k, v, None, impl=impl)  # noqa: E731
         specs, args = (_TOKENS, kv_spec, kv_spec), (q, k, v)
