@@ -126,7 +126,8 @@ def test_generation_uses_a_mesh_only_when_it_splits_one_video():
     assert dict(mesh.shape) == {"data": 1, "fsdp": 2, "context": 2, "tensor": 1}
 
 
-def test_bfloat16_gradients_through_self_and_cross_attention_compile_and_match():
+@pytest.mark.parametrize("impl", ["xla", "chunked"])
+def test_bfloat16_gradients_through_self_and_cross_attention_compile_and_match(impl):
     """The production dtype: gradients of both attentions under a context axis (the text's gradient is summed
     over it in float32; a bfloat16 sum made XLA:CPU abort) equal one device's within bfloat16 rounding."""
     rng = np.random.default_rng(2)
@@ -135,7 +136,7 @@ def test_bfloat16_gradients_through_self_and_cross_attention_compile_and_match()
     mask = jnp.asarray(rng.random((2, 12)) > 0.2)
 
     def loss(q, text):
-        out = attend_frames(q, q, q, mask, "xla") + attend_frames(q, text, text, None, "xla")
+        out = attend_frames(q, q, q, mask, impl) + attend_frames(q, text, text, None, impl)
         return (out.astype(jnp.float32) ** 2).sum()
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
