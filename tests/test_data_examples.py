@@ -1,6 +1,7 @@
 """Example construction helpers: resize/crop with intrinsics adjusted."""
 
 import numpy as np
+import pytest
 
 from mirage_jax import geometry
 from mirage_jax.data import synthetic
@@ -50,3 +51,17 @@ def test_example_memory_reads_reproject_with_fx_not_fy():
     wrong, _ = reprojection_error(swapped)
     # observed: error 0.13 on 36% hit cells (nearest-cell splatting on the 8x14 latent grid), swapped 0.25
     assert hit_fraction > 0.25 and error < 0.2 and wrong > 1.5 * error, (error, wrong, hit_fraction)
+
+
+def test_a_clip_shorter_than_the_target_window_names_the_source_and_the_field():
+    from mirage_jax.config import load_config
+    from mirage_jax.data.examples import ExampleSpec, make_example
+    from mirage_jax.models.latent_space import make_latent_space
+    from mirage_jax.models.text import make_text_encoder
+
+    config = load_config("tiny", ["data.height=32", "data.width=56", "data.target_frames=33"])
+    clip = synthetic.render_clip(5, 17, 32, 56, "pan")
+    with pytest.raises(ValueError, match=r"config.data.source: clip 3 has 17 frames, fewer than "
+                                         r"config.data.target_frames=33"):
+        make_example(clip, 3, np.random.default_rng(0), ExampleSpec.from_config(config), make_latent_space(config),
+                     make_text_encoder(config))

@@ -105,7 +105,9 @@ def make_example(clip: dict, clip_index: int, rng: np.random.Generator, spec: Ex
     intrinsics, c2w = clip["intrinsics"], clip["poses_c2w"]
     num_frames = frames.shape[0]
     if num_frames < spec.target_frames:
-        raise ValueError(f"clip {clip_index}: {num_frames} frames, need at least target_frames={spec.target_frames}")
+        raise ValueError(f"config.data.source: clip {clip_index} has {num_frames} frames, fewer than "
+                         f"config.data.target_frames={spec.target_frames}; build the dataset with longer clips "
+                         "(data build --frames) or lower data.target_frames")
     s = latent_space.spatial_factor
     hw = (spec.height // s, spec.width // s)
     k_lat = np.asarray(geometry.scale_intrinsics(intrinsics, (spec.height, spec.width), hw))
