@@ -79,7 +79,7 @@ def _args(parser_module, argv):
 @pytest.fixture
 def oracle_loader(monkeypatch):
     """The commands with the oracle in place of a checkpoint (the CLI plumbing is what is tested here)."""
-    monkeypatch.setattr(loading, "load_model", lambda config, source, depth_source: (oracle_model(48), None))
+    monkeypatch.setattr(loading, "load_model", lambda config, source, depth_source, mesh=None: (oracle_model(48), None))
     monkeypatch.setattr(generate_cli, "load_model", loading.load_model)
     monkeypatch.setattr(eval_cli, "load_model", loading.load_model)
 
