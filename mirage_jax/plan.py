@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import time
@@ -156,17 +157,17 @@ def _gb(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mirage_jax.sharding import parse_mesh_spec
+    from mirage_jax.sharding import MESH_AXES, parse_mesh_spec
 
     for name in ("targets", "preceding", "references", "batch_per_device", "height", "width"):
         minimum = 1 if name in ("targets", "batch_per_device", "height", "width") else 0
         if getattr(args, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: expected >= {minimum}")
 
-    sizes = {"data": 1, "fsdp": 1, "context": 1, "tensor": 1, **parse_mesh_spec(args.mesh)}
+    sizes = {**dict.fromkeys(MESH_AXES, 1), **parse_mesh_spec(args.mesh)}  # axes not named: size 1
     if any(v < 1 for v in sizes.values()):
         raise ValueError(f"--mesh {args.mesh!r}: plan needs explicit positive sizes")
-    count = sizes["data"] * sizes["fsdp"] * sizes["context"] * sizes["tensor"]
+    count = math.prod(sizes.values())
     _simulate_devices(count)
     import jax
 
