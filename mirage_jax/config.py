@@ -119,7 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Data (docs/design.md §7).
     c.data = ml_collections.ConfigDict()
-    c.data.source = "procedural"  # "procedural" or a TFDS data_dir path
+    # "procedural", a pose_clips dataset folder (data build: raw frames, encoded per example) or a latent
+    # dataset folder (data encode: stored latents, no encoder runs while training)
+    c.data.source = "procedural"
     c.data.data_dir = ""
     c.data.height = 704
     c.data.width = 1280
@@ -131,6 +133,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.dynamic_objects = 0
     c.data.shuffle_seed = 0
     c.data.prefetch = 2
+    c.data.windows_per_clip = 4  # data encode: training windows sampled (and stored) per clip
     c.data.latent_cache_dir = ""  # on-disk latent cache (data.latent_cache); "" = encode every time
 
     # Training (docs/design.md §5, §6).
@@ -300,7 +303,8 @@ RESUME_ADJUSTABLE = frozenset({
     "name", "train.num_steps", "train.stage_steps", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpointing", "train.peak_tflops",
     "model.init_checkpoint", "model.attention", "model.remat_policy", "data.data_dir", "data.prefetch",
-    "data.latent_cache_dir", "text.cache_dir", "latent.vae.checkpoint", "text.checkpoint", "text.tokenizer_path",
+    "data.latent_cache_dir", "data.windows_per_clip", "text.cache_dir", "latent.vae.checkpoint", "text.checkpoint",
+    "text.tokenizer_path",
     "latent.vae.tiled", "latent.vae.tile_hw", "latent.vae.tile_stride_hw",
     "mesh.data", "mesh.fsdp", "mesh.context", "mesh.tensor", "mesh.rules",
     *(f"sample.{name}" for name in base_config().sample),  # generation settings: training never reads them

@@ -90,6 +90,7 @@ def check_data(config) -> None:
     _check(d.clip_frames >= d.target_frames, "data.clip_frames", d.clip_frames,
            f">= data.target_frames ({d.target_frames})")
     _check(d.num_clips >= 1, "data.num_clips", d.num_clips, ">= 1")
+    _check(d.windows_per_clip >= 1, "data.windows_per_clip", d.windows_per_clip, ">= 1")
     _check(d.dynamic_objects >= 0, "data.dynamic_objects", d.dynamic_objects, ">= 0 (moving objects per clip)")
     _check(d.max_reference_candidates >= 0 and d.prefetch >= 1, "data.max_reference_candidates/prefetch",
            (d.max_reference_candidates, d.prefetch), ">= 0 candidates, >= 1 prefetched batch")

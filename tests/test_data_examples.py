@@ -29,7 +29,8 @@ def test_example_memory_reads_reproject_with_fx_not_fy():
     target cameras predicts those frames' latents on the hit cells (patchify latents are pixels), and it does
     so only with the true intrinsics (the same clip claiming fx and fy swapped predicts far worse)."""
     from mirage_jax.config import load_config
-    from mirage_jax.data.examples import ExampleSpec, make_example
+    from mirage_jax.data.examples import make_example
+    from mirage_jax.data.windows import ExampleSpec
     from mirage_jax.models.latent_space import make_latent_space
     from mirage_jax.models.text import make_text_encoder
 
@@ -55,7 +56,8 @@ def test_example_memory_reads_reproject_with_fx_not_fy():
 
 def test_a_clip_shorter_than_the_target_window_names_the_source_and_the_field():
     from mirage_jax.config import load_config
-    from mirage_jax.data.examples import ExampleSpec, make_example
+    from mirage_jax.data.examples import make_example
+    from mirage_jax.data.windows import ExampleSpec
     from mirage_jax.models.latent_space import make_latent_space
     from mirage_jax.models.text import make_text_encoder
 

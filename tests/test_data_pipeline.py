@@ -9,9 +9,9 @@ import pytest
 from mirage_jax import sharding
 from mirage_jax.config import load_config
 from mirage_jax.data import pipeline, tfds_io
-from mirage_jax.data.examples import ExampleSpec
 from mirage_jax.data.latent_cache import CachedLatentSpace
 from mirage_jax.data.training_example import MODEL_INPUTS, ExampleSizes, TrainingExample, check_batch
+from mirage_jax.data.windows import ExampleSpec
 from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.models.text import make_text_encoder
 
@@ -148,8 +148,8 @@ def test_process_shards_are_disjoint_and_cover(setup):
     spec = ExampleSpec.from_config(config)
     seen = []
     for pi in range(2):
-        ds = pipeline.make_dataset(source, spec, ls, te, batch_size=1, seed=0, process_index=pi, process_count=2,
-                                   num_epochs=1)
+        ds = pipeline.make_dataset(source, pipeline.ExampleFromClip(spec, ls, te), batch_size=1, seed=0,
+                                   process_index=pi, process_count=2, num_epochs=1)
         seen.append([int(ds[i]["clip_index"][0]) for i in range(len(ds))])
     assert len(seen[0]) == len(seen[1]) == 3
     assert not set(seen[0]) & set(seen[1])
@@ -174,7 +174,8 @@ def test_bad_arguments(setup, tmp_path):
     config, source, ls, te = setup
     spec = ExampleSpec.from_config(config)
     with pytest.raises(ValueError, match="process_index"):
-        pipeline.make_dataset(source, spec, ls, te, batch_size=1, seed=0, process_index=2, process_count=2)
+        pipeline.make_dataset(source, pipeline.ExampleFromClip(spec, ls, te), batch_size=1, seed=0, process_index=2,
+                              process_count=2)
     with pytest.raises(ValueError, match="batch_size"):
         pipeline.make_train_iterator(config, ls, te, source=source, process_index=0, process_count=3)
     bad = config.copy_and_resolve_references()

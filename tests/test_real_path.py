@@ -5,7 +5,9 @@ Published checkpoints are stood in for by tiny random ones made here: a diffuser
 ``UMT5EncoderModel`` and a word-level ``tokenizer.json``. Then, through the command line as the README shows
 it: ``convert`` (dit, vae, umt5) → ``data build`` → ``train`` (``configs/tiny_wan.py``: stage ``vace`` then
 ``lora``, from the converted DiT) → ``generate`` (from the run, from the converted folder, from the export)
-→ ``eval`` → ``export`` → ``convert dit`` of the export. Every step's outputs are checked for content.
+→ ``eval`` → ``export`` → ``convert dit`` of the export; and ``data encode`` (the converted VAE and umT5) →
+``train`` from the latents with both encoders unused, resumed exactly. Every step's outputs are checked for
+content.
 """
 
 from __future__ import annotations
@@ -169,11 +171,16 @@ def test_training_stages_train_only_their_group(trained):
 def test_resume_across_the_stage_switch_is_exact(trained):
     """3 VACE steps + 1 LoRA step, stop; resume to 3 LoRA steps: bitwise the straight run's model."""
     root, vocab, dataset = trained
-    argv = _train_argv(root, vocab, dataset, root / "resumed", "(3,1)")
+    _assert_resume_is_exact(root, vocab, dataset, "run", "resumed")
+
+
+def _assert_resume_is_exact(root, vocab, dataset, straight_run: str, resumed_run: str) -> None:
+    """3 + 1 steps, stopped, resumed to 3 + 3 in ``resumed_run``: bitwise the model of ``straight_run`` (3 + 3)."""
+    argv = _train_argv(root, vocab, dataset, root / resumed_run, "(3,1)")
     assert main(argv) == 0
     assert main([a.replace("stage_steps=(3,1)", "stage_steps=(3,3)") for a in argv]) == 0
-    config, _ = resolve_config(open_source(root / "run"))
-    straight, resumed = (_flat(load_model(open_source(root / w), config)) for w in ("run", "resumed"))
+    config, _ = resolve_config(open_source(root / straight_run))
+    straight, resumed = (_flat(load_model(open_source(root / w), config)) for w in (straight_run, resumed_run))
     for key, value in straight.items():
         np.testing.assert_array_equal(resumed[key], value, err_msg=key)
 
@@ -242,3 +249,60 @@ def test_export_and_convert_it_back(trained):
     argv = ["generate", "--checkpoint", str(root / "export"), "--procedural", "7", "--frames", "5", "--quiet",
             "--out", str(root / "gen_export")]
     assert main(argv) == 0
+
+
+def _encode_argv(root, vocab, dataset, out):
+    return ["data", "encode", "--config", "configs/tiny_wan.py", "--source", dataset, "--out", str(out),
+            "--clips-per-shard", "2", "--batch", "3", "--quiet", "--config.data.windows_per_clip=2",
+            *_ckpt_overrides(root, vocab)]
+
+
+@pytest.fixture(scope="module")
+def encoded(converted, dataset):
+    root, vocab = converted
+    assert main(_encode_argv(root, vocab, dataset, root / "latents")) == 0
+    return root, vocab, dataset
+
+
+def test_encode_with_the_converted_encoders_matches_them(encoded):
+    """A stored window's latents are the converted Wan2.2 VAE's encoding of its target frames (bf16 rounding),
+    and its caption's row in the table is the converted umT5's embedding."""
+    from mirage_jax.config import load_config
+    from mirage_jax.data import latent_dataset, tfds_io
+    from mirage_jax.data.examples import encode_frames
+    from mirage_jax.models.latent_space import make_latent_space
+    from mirage_jax.models.text import make_text_encoder
+
+    root, vocab, dataset = encoded
+    config = load_config("configs/tiny_wan.py", [a.removeprefix("--") for a in _ckpt_overrides(root, vocab)])
+    windows = latent_dataset.LatentWindows(root / "latents", "train")
+    assert len(windows) == 3 * 2
+    clips = tfds_io.folder_source(dataset, "train")
+    window, clip = windows[3], tfds_io.record_to_clip(clips[1])
+    t0 = int(window["t0"])
+    frames = clip["frames"][t0:t0 + int(config.data.target_frames)][None]
+    want = encode_frames(make_latent_space(config), frames)[0]
+    got = np.asarray(window["target_latents"], np.float32)
+    np.testing.assert_allclose(got, want, atol=1e-2 * np.abs(want).max(), rtol=1e-2)
+    table = latent_dataset.CaptionTable(root / "latents")
+    embedding = make_text_encoder(config).encode([clip["caption"]])[0]
+    np.testing.assert_allclose(table.context(window["caption_id"]), embedding, atol=1e-2 * np.abs(embedding).max())
+
+
+def test_training_from_latents_runs_no_encoder_and_resumes_exactly(encoded, monkeypatch):
+    """tiny_wan trained from the latent dataset: the VAE and umT5 are never built (building either fails the
+    test); 3 VACE + 1 LoRA steps, stopped, resumed to 3 LoRA steps equals the straight 3 + 3 run bit for bit."""
+    import mirage_jax.models.latent_space as latent_space_module
+    import mirage_jax.models.text as text_module
+
+    def refuse(config):
+        raise AssertionError("an encoder was built while training from latents")
+
+    monkeypatch.setattr(latent_space_module, "make_latent_space", refuse)
+    monkeypatch.setattr(text_module, "make_text_encoder", refuse)
+    root, vocab, _ = encoded
+    latents = str(root / "latents")
+    assert main(_train_argv(root, vocab, latents, root / "latent_run", "(3,3)")) == 0
+    _assert_resume_is_exact(root, vocab, latents, "latent_run", "latent_resumed")
+    metrics = [json.loads(line) for line in (root / "latent_run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from mirage_jax.config import load_config
-from mirage_jax.data.examples import ExampleSpec, make_example
+from mirage_jax.data.examples import make_example
 from mirage_jax.data.synthetic import render_clip
+from mirage_jax.data.windows import ExampleSpec
 from mirage_jax.models.latent_space import make_latent_space
 from mirage_jax.models.rope import rope_positions
 from mirage_jax.models.sequence_slots import (

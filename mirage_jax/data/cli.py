@@ -3,16 +3,22 @@
     mirage-jax data build --source procedural --out DIR --num-clips 32 --height 64 --width 112 --frames 49
     mirage-jax data build --source npz --input DIR --out DIR --height 704 --width 1280
     mirage-jax data build --source re10k --cameras DIR --frames-dir DIR --out DIR --height 360 --width 640
+    mirage-jax data encode --config configs/tiny_wan.py --source DATASET_FOLDER --out LATENT_FOLDER
 
-Prints the dataset folder; pass it as ``--config.data.source=<folder>`` to train on it.
+``build`` prints the dataset folder; pass it as ``--config.data.source=<folder>`` to train on it (frames are
+encoded per example while training: fine for tiny sizes). ``encode`` encodes its training windows once, on the
+accelerators (``mirage_jax.data.encode``), into a latent dataset folder; pass that one as
+``--config.data.source`` and training runs no encoder at all. ``encode`` is resumable: run the same command again.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from mirage_jax.config import accept_config_overrides
 from mirage_jax.data import synthetic
+from mirage_jax.data.progress import clip_progress
+from mirage_jax.distributed import add_distributed_arguments, initialize_distributed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,23 +39,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--cameras", default="", help="re10k: folder of <clip>.txt camera files")
     build.add_argument("--frames-dir", default="", help="re10k: folder of <clip>/ frame folders")
 
-
-def _progress(clips, total, split):
-    """A bar on a terminal; in a pipe or log file one line per tenth of the clips (no redrawn bars)."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm  # noqa: PLC0415
-
-        yield from tqdm(clips, total=total, desc=f"{split} clips", unit="clip")
-        return
-    every = max(1, (total or 0) // 10)
-    done = 0
-    for done, clip in enumerate(clips, 1):
-        yield clip
-        if done % every == 0 or done == total:
-            print(f"{split} clips: {done}/{total if total is not None else '?'}", file=sys.stderr, flush=True)
+    encode = sub.add_parser("encode", help="encode a pose_clips dataset into a latent dataset (train without encoders)")
+    encode.add_argument("--config", required=True, help="the training config (configs/tiny_wan.py): sizes, encoders")
+    encode.add_argument("--source", required=True, help="pose_clips dataset folder (printed by data build)")
+    encode.add_argument("--out", required=True, help="latent dataset folder to write (or to resume)")
+    encode.add_argument("--clips-per-shard", type=int, default=16, help="clips per output file (the resume unit)")
+    encode.add_argument("--batch", type=int, default=8, help="windows per encoder call on each process")
+    encode.add_argument("--skip-bad-clips", action="store_true",
+                        help="skip (and list) clips that cannot be read or are too short, instead of stopping")
+    encode.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_distributed_arguments(encode)
+    accept_config_overrides(parser)  # the subcommand's parser sees them: sub-parsers hand unknown ones up
 
 
 def run(args) -> int:
+    if args.action == "encode":
+        return run_encode(args)
+    if getattr(args, "overrides", []):
+        raise ValueError(f"{args.overrides[0]}: config overrides apply to data encode, not data build")
     from mirage_jax.data import tfds_io  # noqa: PLC0415  (TFDS import is slow: only when building)
     from mirage_jax.data.pose_clips import pose_clips_dataset_builder as pcb  # noqa: PLC0415
 
@@ -63,6 +70,24 @@ def run(args) -> int:
     else:
         fields |= {"cameras_dir": args.cameras, "frames_dir": args.frames_dir}
     config = pcb.make_config(args.source, **fields)
-    folder = tfds_io.build(config, args.out, progress=_progress)
+    folder = tfds_io.build(config, args.out, progress=clip_progress)
     print(folder)
+    return 0
+
+
+def run_encode(args) -> int:
+    from mirage_jax.config import load_config  # noqa: PLC0415
+    from mirage_jax.config_checks import validate_config  # noqa: PLC0415
+
+    config = load_config(args.config, getattr(args, "overrides", []))
+    validate_config(config)
+    initialize_distributed(args)
+    from mirage_jax.data.encode import encode_dataset  # noqa: PLC0415
+
+    folder = encode_dataset(config, args.source, args.out, clips_per_shard=args.clips_per_shard, batch=args.batch,
+                            skip_bad_clips=args.skip_bad_clips, progress=not args.quiet)
+    import jax  # noqa: PLC0415
+
+    if jax.process_index() == 0:
+        print(folder)
     return 0

@@ -50,6 +50,9 @@ class LatentSpace:
     def decode(self, latents) -> jax.Array:
         raise NotImplementedError
 
+    def replicate(self, mesh: jax.sharding.Mesh) -> None:
+        """Puts the parameters (if any) on every device of ``mesh``, so a batch split over it encodes there."""
+
 
 @functools.partial(jax.jit, static_argnums=1)
 def _patchify_encode(video: jax.Array, s: int) -> jax.Array:
@@ -101,6 +104,12 @@ class WanVAELatentSpace(LatentSpace):
         self.tile_hw = tuple(tile_hw)
         self.tile_stride_hw = tuple(tile_stride_hw)
         self._tiling = tiling
+
+    def replicate(self, mesh: jax.sharding.Mesh) -> None:
+        from flax import nnx  # noqa: PLC0415
+
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        nnx.update(self.vae, jax.device_put(nnx.state(self.vae), replicated))
 
     def encode(self, video) -> jax.Array:
         check_video(np.shape(video), self.spatial_factor)

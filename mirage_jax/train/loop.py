@@ -32,7 +32,6 @@ from mirage_jax.checkpoints.run import CHECKPOINT_SUBDIR, Checkpointer, DamagedC
 from mirage_jax.config import RESUME_ADJUSTABLE, config_from_json, describe_differences, differences, flat_fields
 from mirage_jax.data.training_example import MODEL_INPUTS, ExampleSizes, check_batch
 from mirage_jax.models.depth_head import make_depth_head
-from mirage_jax.models.vace import constant_score_latent
 from mirage_jax.sharding import mesh_for_config
 from mirage_jax.train.loss import NUM_BUCKETS, LossSettings
 from mirage_jax.train.metrics import (
@@ -97,10 +96,8 @@ class _Run:
     """Everything one training run shares across its stages (built once by ``train``)."""
 
     def __init__(self, config, workdir: Path, mesh: jax.sharding.Mesh):
-        from mirage_jax.data.pipeline import make_train_iterator
+        from mirage_jax.data.pipeline import empty_context, make_train_iterator, score_latent, training_encoders
         from mirage_jax.models import build_model
-        from mirage_jax.models.latent_space import make_latent_space
-        from mirage_jax.models.text import make_text_encoder
 
         self.config, self.workdir, self.mesh, self.rules = config, workdir, mesh, config.mesh.rules
         self.is_chief = jax.process_index() == 0
@@ -109,9 +106,8 @@ class _Run:
         self.model = build_model(config, seed=config.seed, mesh=mesh)
         self.head = make_depth_head(config, config.seed) if config.train.depth_head else None
         self.init_record = None if is_resuming(workdir) else self.start_from_init_checkpoint()
-        latent_space = make_latent_space(config)
-        text_encoder = make_text_encoder(config)
-        self.empty_context = jax.device_put(jnp.asarray(text_encoder.encode([""])[0], jnp.float32), self.replicated)
+        latent_space, text_encoder = training_encoders(config)  # none for a latent dataset
+        self.empty_context = jax.device_put(jnp.asarray(empty_context(config, text_encoder)), self.replicated)
         self.make_iterator = lambda: make_train_iterator(  # noqa: E731
             config, latent_space, text_encoder, process_index=jax.process_index(), process_count=jax.process_count())
         self.iterator = self.make_iterator()
@@ -134,8 +130,7 @@ class _Run:
         p = min(example["preceding_latents"].shape[1], self.settings.max_preceding)
         score = None
         if config.model.score_source == "constant":
-            hw = (int(config.data.height), int(config.data.width))
-            score = constant_score_latent(latent_space, example["target_latents"].shape[1] + p, hw)
+            score = score_latent(config, latent_space, example["target_latents"].shape[1] + p)
         self.score_latent = None if score is None else jax.device_put(score, self.replicated)
         self.flops_per_step = config.train.batch_size * train_flops_per_example(
             config, dense_parameter_count(nnx.state(self.model, nnx.Param)), tokens_per_example(config, r, p))
