@@ -59,7 +59,7 @@ def test_a_stored_window_makes_the_example_the_raw_frames_make(setup):
     spec, space, text = ExampleSpec.from_config(config), make_latent_space(config), make_text_encoder(config)
     clip = fit_clip(render_clip(11, 29, 24, 40, "revisit"), 24, 40)
     clip["caption"] = "a red room"
-    encoder = encode._Encoder(config, batch=2)
+    encoder = encode.WindowEncoder(config, batch=2)
     features = latent_dataset.features(config)
     checked = 0
     for seed in range(4):

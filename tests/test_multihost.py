@@ -1,5 +1,6 @@
-"""Multi-host training for real: 2 local JAX processes (CPU, gloo) with a local coordinator train 3 steps, and
-equal one process training the same data-parallel mesh over 2 devices.
+"""Multi-host for real: 2 local JAX processes (CPU, gloo) with a local coordinator train 3 steps, and equal one
+process training the same data-parallel mesh over 2 devices; 2 processes encode a latent dataset (data encode)
+byte for byte as one does.
 
 The processes are started by ``launch/local.sh`` exactly as a user would, so the launcher, the
 ``--coordinator/--num-processes/--process-id`` flags, ``jax.distributed.initialize``, the per-process data
@@ -66,3 +67,30 @@ def test_two_processes_train_like_one(tmp_path):
     assert flat[0].keys() == flat[1].keys()
     for key, value in flat[1].items():  # (observed: bitwise equal)
         np.testing.assert_allclose(flat[0][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_two_processes_encode_the_same_bytes_as_one(tmp_path):
+    """``data encode`` by 2 processes (each its own shards, process 0 the metadata) into one folder writes
+    every file byte for byte as one process does (in-process determinism is tested in test_data_encode)."""
+    from mirage_jax.data import tfds_io
+    from mirage_jax.data.pose_clips import pose_clips_dataset_builder as pcb
+
+    source = tfds_io.build(pcb.make_config("procedural", height=32, width=56, num_frames=13, num_clips=5,
+                                           num_test_clips=1), tmp_path / "tfds")
+    encode = ["data", "encode", "--config", "configs/tiny.py", "--source", str(source), "--clips-per-shard", "2",
+              "--quiet", "--config.data.height=32", "--config.data.width=56", "--config.data.target_frames=9",
+              "--config.data.windows_per_clip=2"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = ["bash", str(REPO / "launch" / "local.sh"), "--num-processes", "2", "--port", str(free_port()), "--",
+           sys.executable, "-m", "mirage_jax", *encode, "--out", str(tmp_path / "two")]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    cmd = [sys.executable, "-m", "mirage_jax", *encode, "--out", str(tmp_path / "one")]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    files = sorted(p.name for p in (tmp_path / "one").iterdir() if not p.name.startswith("."))
+    assert len([f for f in files if ".array_record-" in f and f.count(".") == 1]) == 4  # 3 train + 1 test shards
+    assert files == sorted(p.name for p in (tmp_path / "two").iterdir() if not p.name.startswith("."))
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

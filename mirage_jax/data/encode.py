@@ -57,7 +57,7 @@ def shard_name(split: str, shard: int, num_shards: int) -> str:
     return f"{lds.DATASET_NAME}-{split}.array_record-{shard:05d}-of-{num_shards:05d}"
 
 
-class _Encoder:
+class WindowEncoder:
     """The latent space and text encoder of ``config``, the window batch split over this process's devices."""
 
     def __init__(self, config, batch: int):
@@ -91,11 +91,13 @@ class _Encoder:
 
 
 def encode_dataset(config, source: str | os.PathLike, out: str | os.PathLike, *, clips_per_shard: int = 16,
-                   batch: int = 8, skip_bad_clips: bool = False, progress: bool = True) -> Path:
+                   batch: int = 8, skip_bad_clips: bool = False, progress: bool = True, encoder=None) -> Path:
     """Encodes the ``pose_clips`` dataset in ``source`` into ``out`` (see the module docstring); returns ``out``.
 
     ``skip_bad_clips``: a clip that cannot be read or is too short is skipped and listed in its shard's
     sidecar (and in ``dataset_info.json``'s description) instead of stopping the encode with its name.
+    ``encoder``: what encodes (``space``, ``text`` and ``windows(items)`` as :class:`WindowEncoder`); default
+    the config's latent space and text encoder over this process's devices.
     """
     source, out = Path(os.path.expanduser(source)), Path(os.path.expanduser(out))
     _check_arguments(config, source, clips_per_shard, batch)
@@ -105,8 +107,8 @@ def encode_dataset(config, source: str | os.PathLike, out: str | os.PathLike, *,
         _start_or_resume(out, config, job)
         if (out / "dataset_info.json").is_file():
             return out
-        encoder = _Encoder(config, batch)
-        spec, features = ExampleSpec.from_config(config), lds.features(config)
+        encoder = WindowEncoder(config, batch) if encoder is None else encoder
+        spec, serialize = ExampleSpec.from_config(config), lds.RecordWriter(lds.features(config))
         splits = _source_splits(source)
         plan = [(split, s, n) for split, n in splits.items() for s in range(_num_shards(n, clips_per_shard))
                 if s % jax.process_count() == jax.process_index()]
@@ -118,7 +120,7 @@ def encode_dataset(config, source: str | os.PathLike, out: str | os.PathLike, *,
             num_shards = _num_shards(n, clips_per_shard)
             if not _shard_done(out, split, shard, num_shards):
                 _encode_shard(out, split, shard, num_shards, _shard_clips(shard, n, clips_per_shard),
-                              folder_source(source, split), encoder, spec, features, job, skip_bad_clips, bar)
+                              folder_source(source, split), encoder, spec, serialize, job, skip_bad_clips, bar)
         if bar is not None:
             for _ in bar:  # the bar's final line
                 pass
@@ -157,10 +159,12 @@ def _exclusive(out: Path):
 def _start_or_resume(out: Path, config, job: EncodeJob) -> None:
     """Records the config and job in a new folder; in an existing one, refuses other settings."""
     job_path, config_path = out / JOB_FILE, out / lds.CONFIG_FILE
+    fresh = not job_path.is_file()  # every process looks before any writes (the sync below)
+    locks = {f".encode-{i}.lock" for i in range(jax.process_count())}
+    other_files = fresh and any(p.name not in locks for p in out.iterdir())
     _sync("mirage_jax.data.encode: folder checked by every process before any writes")
-    if not job_path.is_file():
-        locks = {f".encode-{i}.lock" for i in range(jax.process_count())}
-        if any(p.name not in locks for p in out.iterdir()):
+    if fresh:
+        if other_files:
             raise ValueError(f"--out {str(out)!r} holds other files: encode into a new folder")
         if jax.process_index() == 0:
             lds.write_text_atomic(config_path, config.to_json_best_effort(indent=1))
@@ -201,7 +205,7 @@ def _progress_ticks(count: int):
 
 
 def _encode_shard(out: Path, split: str, shard: int, num_shards: int, clip_positions: range, source, encoder,
-                  spec: ExampleSpec, features, job: EncodeJob, skip_bad_clips: bool, bar) -> None:
+                  spec: ExampleSpec, serialize, job: EncodeJob, skip_bad_clips: bool, bar) -> None:
     """Samples, encodes and writes one shard, then its sidecar (both atomically)."""
     from array_record.python.array_record_module import ArrayRecordWriter  # noqa: PLC0415
 
@@ -212,7 +216,7 @@ def _encode_shard(out: Path, split: str, shard: int, num_shards: int, clip_posit
 
     def flush():
         for window, caption in zip(encoder.windows([(w, v) for w, v, _ in pending]), [c for *_, c in pending]):
-            writer.write(features.serialize_example(lds.to_record(window, caption)))
+            writer.write(serialize(lds.to_record(window, caption)))
             records.append(int(window["clip_index"]))
         pending.clear()
 

@@ -55,21 +55,38 @@ def features(config):
 
     sizes = ExampleSizes.from_config(config)
     t, p, r, hw, c = sizes.targets, sizes.preceding, sizes.references, (sizes.height, sizes.width), sizes.channels
-    encodings = tfds.features.Encoding
+    def tensor(shape, dtype, encoding=tfds.features.Encoding.ZLIB):
+        return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=encoding)
 
-    def tensor(shape, dtype, compress=True):
-        return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=encodings.ZLIB if compress else encodings.NONE)
+    scalar, raw = tfds.features.Encoding.NONE, tfds.features.Encoding.BYTES
 
+    # Latents as raw bytes: bf16 latents barely compress, zlib would dominate the read time, and without an
+    # encoding TFDS stores integers as one varint each (slow to parse). Depths compress (zeros, smooth).
     return tfds.features.FeaturesDict({
-        "clip_index": tensor((), np.int64, False), "t0": tensor((), np.int64, False),
-        "caption_id": tensor((), np.int64, False),
-        "target_latents": tensor((t, *hw, c), np.uint16), "preceding_latents": tensor((p, *hw, c), np.uint16),
-        "preceding_available": tensor((), np.int64, False),
-        "reference_latents": tensor((r, *hw, c), np.uint16), "reference_available": tensor((), np.int64, False),
+        "clip_index": tensor((), np.int64, scalar), "t0": tensor((), np.int64, scalar),
+        "caption_id": tensor((), np.int64, scalar),
+        "target_latents": tensor((t, *hw, c), np.uint16, raw), "preceding_latents": tensor((p, *hw, c), np.uint16, raw),
+        "preceding_available": tensor((), np.int64, scalar),
+        "reference_latents": tensor((r, *hw, c), np.uint16, raw), "reference_available": tensor((), np.int64, scalar),
         "target_depth": tensor((t, *hw), np.float32), "memory_depth": tensor(hw, np.float32),
-        "camera_intrinsics": tensor((t + p, 3, 3), np.float32, False),
-        "camera_c2w": tensor((t + p, 4, 4), np.float32, False),
+        "camera_intrinsics": tensor((t + p, 3, 3), np.float32, raw),
+        "camera_c2w": tensor((t + p, 4, 4), np.float32, raw),
     })
+
+
+class RecordWriter:
+    """Serialises records of ``features`` to bytes that depend only on the record: protobuf writes the feature map
+    in a per-process hash order unless asked for its deterministic (key-sorted) form, which TFDS does not ask."""
+
+    def __init__(self, features):
+        from tensorflow_datasets.core.example_serializer import ExampleSerializer  # noqa: PLC0415
+
+        self.features = features
+        self.serializer = ExampleSerializer(features.get_serialized_info())
+
+    def __call__(self, record: dict) -> bytes:
+        example = self.serializer.get_tf_example(self.features.encode_example(record))
+        return example.SerializeToString(deterministic=True)
 
 
 def to_record(window: dict, caption: str) -> dict:
