@@ -16,6 +16,7 @@ from mirage_jax.world.oracle import oracle_model
 from mirage_jax.world.video import read_mp4
 
 H, W, FRAMES = 32, 56, 49
+LONG_CHUNKS = 8  # the drift rollout: 129 frames
 OVERRIDES = [f"--config.data.height={H}", f"--config.data.width={W}", "--config.sample.steps=3",
              "--config.sample.chunk_frames=17", "--config.memory.capacity=4096"]
 
@@ -28,7 +29,7 @@ def _config():
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     metrics = evaluation.evaluate(_config(), oracle_model(48), out, trajectories=("revisit",), num_frames=FRAMES,
-                                  seed=0, progress=False)
+                                  seed=0, progress=False, long_chunks=LONG_CHUNKS)
     return out, metrics
 
 
@@ -41,6 +42,13 @@ def test_eval_json_has_every_variant_and_metric(results):
             assert isinstance(r[key], float), (variant, key)
         assert len(r["cache_bytes"]) == 3 and all(isinstance(b, int) for b in r["cache_bytes"])
         assert len(r["seconds_per_frame_per_chunk"]) == 3
+        for key in ("closed_loop_psnr", "closed_loop_ssim", "reprojection_error", "reprojection_error_gt",
+                    "reprojection_coverage"):
+            assert np.isfinite(r[key]), (variant, key)
+        assert len(r["chunk_reprojection_error"]) == 3
+        assert len(r["drift_psnr"]) == len(r["drift_cache_bytes"]) == LONG_CHUNKS
+        assert all(isinstance(b, int) for b in r["drift_cache_bytes"])
+        assert any("LPIPS: not computed" in note for note in r["notes"])
     assert saved["none"]["cache_bytes"] == [0, 0, 0]
     # The RGB cache stores pixels (3 floats + 25 B bookkeeping each): 16x the cells of the latent memory.
     assert saved["rgb"]["cache_bytes"][-1] > saved["latent"]["cache_bytes"][-1]
@@ -50,7 +58,9 @@ def test_eval_json_has_every_variant_and_metric(results):
     assert saved["latent"]["revisit_ssim"] > saved["none"]["revisit_ssim"] + 0.2
     assert saved["latent"]["revisit_psnr_gt"] > saved["none"]["revisit_psnr_gt"] + 8
     assert saved["latent"]["read_psnr"] > 10 and np.isnan(saved["none"]["read_psnr"])
-    for name in evaluation.PER_CHUNK:
+    assert saved["latent"]["closed_loop_psnr"] > saved["none"]["closed_loop_psnr"] + 8
+    assert saved["none"]["drift_cache_bytes"] == [0] * LONG_CHUNKS
+    for name in evaluation.PER_CHUNK + evaluation.DRIFT:
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     assert (out / "revisit_revisit.png").exists()
     assert read_mp4(out / "revisit" / "latent" / "generated.mp4").shape == (FRAMES, H, W, 3)
@@ -119,23 +129,28 @@ def test_generate_command_bad_inputs(tmp_path, capsys, argv, message):
     assert not (tmp_path / "o").exists()
 
 
-def test_eval_command_rejects_unknown_variant(tmp_path, capsys):
-    argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), "--variants", "latent,voxel"]
+@pytest.mark.parametrize("flags, message", [(["--variants", "latent,voxel"], "variants: unknown ['voxel']"),
+                                            (["--long-chunks", "-1"], "--long-chunks: expected a chunk count >= 0")])
+def test_eval_command_rejects_bad_options(tmp_path, capsys, flags, message):
+    argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), *flags]
     assert cli_main(["eval", *argv]) == 2
-    assert "variants: unknown ['voxel']" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_eval_command_runs(tmp_path, oracle_loader, capsys):
     argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), "--variants", "latent,none",
-            "--trajectories", "loop", "--frames", str(FRAMES), "--quiet", "--no-videos", *OVERRIDES]
+            "--trajectories", "loop", "--frames", str(FRAMES), "--quiet", "--no-videos", "--long-chunks", "2",
+            *OVERRIDES]
     assert eval_cli.run(_args(eval_cli, argv)) == 0
-    assert set(json.loads((tmp_path / "eval.json").read_text())) == {"latent", "none"}
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert set(saved) == {"latent", "none"} and len(saved["latent"]["drift_psnr"]) == 2
     assert "latent" in capsys.readouterr().out
 
 
 def test_namespace_defaults():
     args = _args(eval_cli, ["--config", "tiny", "--checkpoint", "random", "--out", "x"])
     assert args.variants == ("latent", "none", "rgb") and args.trajectories == ("revisit", "loop")
+    assert args.long_chunks == 0
 
 
 @pytest.mark.parametrize("tiled", [True, False])

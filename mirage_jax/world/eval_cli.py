@@ -1,6 +1,7 @@
 """``mirage-jax eval --checkpoint SOURCE [--config CONFIG] --out OUT [--trajectories revisit,loop] [--frames N]
-[--variants latent,none,rgb]``: the consistency evaluation of ``world.evaluate`` (``OUT/eval.json``, plots,
-contact sheets, videos), with its table printed. ``OUT`` is a new folder that appears whole or not at all."""
+[--variants latent,none,rgb] [--long-chunks N]``: the consistency evaluation of ``world.evaluate``
+(``OUT/eval.json``, plots, contact sheets, videos), with its table printed. ``--long-chunks N`` adds the drift
+rollout (a loop of N chunks per variant). ``OUT`` is a new folder that appears whole or not at all."""
 
 from __future__ import annotations
 
@@ -20,18 +21,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="video length 4N+1 (default: 3 chunks)")
     parser.add_argument("--world-seed", type=int, default=0, help="procedural world seed")
     parser.add_argument("--no-videos", action="store_true", help="do not write the generated videos")
+    parser.add_argument("--long-chunks", type=int, default=0,
+                        help="also roll out a loop of N chunks per variant for the drift curve (drift_psnr, "
+                             "drift_cache_bytes; 8 or more for a curve; default 0: off)")
 
 
 def run(args) -> int:
     from mirage_jax.output_dirs import check_new_output, new_output_dir  # noqa: PLC0415
     from mirage_jax.video_shapes import check_video_length  # noqa: PLC0415
-    from mirage_jax.world.evaluate import check_choices, evaluate, format_table  # noqa: PLC0415
+    from mirage_jax.world.evaluate import check_choices, check_long_chunks, evaluate, format_table  # noqa: PLC0415
 
     check_new_output(args.out, "--out")
     config, depth_source, source = load_config_and_check(args)
     if args.frames is not None:
         check_video_length(args.frames, "--frames")
     check_choices(args.trajectories, args.variants)
+    check_long_chunks(args.long_chunks, "--long-chunks")
     if args.seed is not None:
         config.sample.seed = args.seed
     mesh = generation_mesh(config)
@@ -40,7 +45,7 @@ def run(args) -> int:
         results = evaluate(config, model, staging, trajectories=args.trajectories, num_frames=args.frames,
                            seed=args.world_seed, variants=args.variants, depth_source=depth_source,
                            depth_head=head, progress=not args.quiet, save_videos=not args.no_videos,
-                           mesh=mesh)
+                           mesh=mesh, long_chunks=args.long_chunks)
     print(format_table(results))
     print(f"wrote {args.out}/eval.json")
     return 0
