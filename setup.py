@@ -25,10 +25,23 @@ RUNTIME = [
     "tokenizers",
 ]
 
+# `mirage-jax explore`: the local web page (mirage_jax/world/explore).
+EXPLORE = [
+    "flask>=3",
+]
+
+# `mirage-jax data build --beam-runner ...`: the pose_clips builder on Apache Beam (Dataflow, Spark, Flink).
+BEAM = [
+    "apache-beam>=2.60",
+]
+
 TEST = [
     "pytest>=8",
     "pytest-xdist",
     "ruff",
+    *EXPLORE,
+    *BEAM,  # tests/test_data_beam.py: a DirectRunner build equals the plain one
+    "selenium>=4.20",  # drives Debian's chromium + chromium-driver in tests/test_explore.py (.ci/run installs them)
     # The PyTorch parity stack: independent reference implementations for numerical tests.
     "torch==2.13.0",
     "diffusers>=0.42.1",
@@ -46,9 +59,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["mirage_jax", "mirage_jax.*"]),
     include_package_data=True,
+    package_data={"mirage_jax.world.explore": ["page.html"]},
     install_requires=RUNTIME,
     extras_require={
         "test": TEST,
+        "explore": EXPLORE,
+        "beam": BEAM,
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },

@@ -3,12 +3,15 @@
     mirage-jax data build --source procedural --out DIR --num-clips 32 --height 64 --width 112 --frames 49
     mirage-jax data build --source npz --input DIR --out DIR --height 704 --width 1280
     mirage-jax data build --source re10k --cameras DIR --frames-dir DIR --out DIR --height 360 --width 640
+    mirage-jax data build ... --beam-runner DirectRunner    # or --beam-options="--runner=DataflowRunner ..."
     mirage-jax data encode --config configs/tiny_wan.py --source DATASET_FOLDER --out LATENT_FOLDER
 
 ``build`` prints the dataset folder; pass it as ``--config.data.source=<folder>`` to train on it (frames are
 encoded per example while training: fine for tiny sizes). ``encode`` encodes its training windows once, on the
 accelerators (``mirage_jax.data.encode``), into a latent dataset folder; pass that one as
 ``--config.data.source`` and training runs no encoder at all. ``encode`` is resumable: run the same command again.
+``--beam-runner`` / ``--beam-options`` build with Apache Beam (``pip install -e ".[beam]"``), e.g. on a Dataflow,
+Spark or Flink cluster: the same records, each clip made by a worker.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--input", default="", help="npz: folder of geometry.npz samples")
     build.add_argument("--cameras", default="", help="re10k: folder of <clip>.txt camera files")
     build.add_argument("--frames-dir", default="", help="re10k: folder of <clip>/ frame folders")
+    build.add_argument("--beam-runner", default=None,
+                       help="build with Apache Beam on this runner (DirectRunner: locally; needs the beam extra)")
+    build.add_argument("--beam-options", default="",
+                       help='Beam pipeline options, one string: --beam-options="--runner=DataflowRunner '
+                            '--project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py"')
 
     encode = sub.add_parser("encode", help="encode a pose_clips dataset into a latent dataset (train without encoders)")
     encode.add_argument("--config", required=True, help="the training config (configs/tiny_wan.py): sizes, encoders")
@@ -70,7 +78,8 @@ def run(args) -> int:
     else:
         fields |= {"cameras_dir": args.cameras, "frames_dir": args.frames_dir}
     config = pcb.make_config(args.source, **fields)
-    folder = tfds_io.build(config, args.out, progress=clip_progress)
+    folder = tfds_io.build(config, args.out, progress=clip_progress, beam_runner=args.beam_runner,
+                           beam_options=args.beam_options)
     print(folder)
     return 0
 

@@ -1,16 +1,21 @@
-"""Clip sources for the TFDS builder: each yields ``(clip_id, clip)`` with a clip dict as in ``npz.validate_clip``.
+"""Clip sources for the TFDS builder: each is a :class:`ClipSource` of clip dicts as in ``npz.validate_clip``.
 
 Three sources (docs/design.md §7): procedural worlds (:mod:`mirage_jax.data.synthetic`), a folder of official
 ``geometry.npz`` samples (one sample per sub-folder, frames in the npz or as ``clip.mp4`` / ``frames/``), and
 RealEstate10K-style camera files with frame folders (converted by ``geometry.from_realestate10k``). Clips
 whose size differs from the dataset's are resized (nearest neighbour, intrinsics rescaled), so every record of
 a dataset has the same frame size.
+
+A source lists its clips' keys up front (cheap: indices, file paths) and makes clip ``i`` alone, so the plain
+build makes them one after another and a Beam build (``pose_clips_dataset_builder``) one per worker task.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,24 @@ from mirage_jax.data import synthetic
 from mirage_jax.data.npz import load_geometry_npz, validate_clip
 
 TEST_SEED_OFFSET = 1_000_000  # procedural test clips use seeds from here, disjoint from training seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSource:
+    """The clips of one split, each made alone: clip ``i`` (its clip id) is ``make(keys[i])``.
+
+    Keys are small and picklable, and ``make`` is a module-level function (with bound arguments), so the source
+    pickles to a Beam worker, which makes the clips it is given and no others.
+    """
+
+    keys: tuple[Hashable, ...]
+    make: Callable[[Hashable], dict]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def clip(self, clip_id: int) -> dict:
+        return self.make(self.keys[clip_id])
 
 
 def resize_clip(clip: dict, height: int, width: int) -> dict:
@@ -61,23 +84,32 @@ def input_fingerprint(*folders: str | Path) -> str:
 
 def procedural_clips(num_clips: int, num_frames: int, height: int, width: int,
                      trajectories: Sequence[str] = synthetic.TRAJECTORIES, dynamic_objects: int = 0,
-                     seed: int = 0) -> Iterator[tuple[int, dict]]:
+                     seed: int = 0) -> ClipSource:
     """Clip ``i`` is world ``seed + i`` along ``trajectories[i % len(trajectories)]``."""
-    for i in range(num_clips):
-        traj = trajectories[i % len(trajectories)]
-        yield i, synthetic.render_clip(seed + i, num_frames, height, width, traj, dynamic_objects)
+    return ClipSource(tuple(range(num_clips)), functools.partial(
+        _procedural_clip, num_frames=num_frames, height=height, width=width, trajectories=tuple(trajectories),
+        dynamic_objects=dynamic_objects, seed=seed))
 
 
-def npz_folder_clips(input_dir: str | Path, height: int, width: int) -> Iterator[tuple[int, dict]]:
+def _procedural_clip(i: int, num_frames: int, height: int, width: int, trajectories: tuple[str, ...],
+                     dynamic_objects: int, seed: int) -> dict:
+    traj = trajectories[i % len(trajectories)]
+    return synthetic.render_clip(seed + i, num_frames, height, width, traj, dynamic_objects)
+
+
+def npz_folder_clips(input_dir: str | Path, height: int, width: int) -> ClipSource:
     """Every ``geometry.npz`` under ``input_dir`` (sorted by path); a ``clip.txt`` beside it is the caption."""
     paths = sorted(Path(input_dir).rglob("geometry.npz"))
     if not paths:
         raise ValueError(f"input_dir: no geometry.npz found under {str(input_dir)!r}")
-    for i, path in enumerate(paths):
-        clip = load_geometry_npz(path, require_all_frames=True)
-        if not clip["caption"] and (path.parent / "clip.txt").is_file():
-            clip["caption"] = (path.parent / "clip.txt").read_text().strip()
-        yield i, resize_clip(clip, height, width)
+    return ClipSource(tuple(paths), functools.partial(_npz_clip, height=height, width=width))
+
+
+def _npz_clip(path: Path, height: int, width: int) -> dict:
+    clip = load_geometry_npz(path, require_all_frames=True)
+    if not clip["caption"] and (path.parent / "clip.txt").is_file():
+        clip["caption"] = (path.parent / "clip.txt").read_text().strip()
+    return resize_clip(clip, height, width)
 
 
 def read_realestate10k_cameras(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,33 +126,37 @@ def read_realestate10k_cameras(path: str | Path) -> tuple[np.ndarray, np.ndarray
 
 
 def realestate10k_clips(cameras_dir: str | Path, frames_dir: str | Path, height: int, width: int,
-                        max_frames: int | None = None) -> Iterator[tuple[int, dict]]:
+                        max_frames: int | None = None) -> ClipSource:
     """RealEstate10K-style clips: ``cameras_dir/<clip>.txt`` with frames in ``frames_dir/<clip>/``.
 
     Frames are images named by timestamp (``<timestamp>.png|jpg``) or, failing that, any images sorted by name
     (one per camera row). No depth is available: depths are 0 (invalid), so the memory stores nothing from
     these clips unless depth is added later; masks are all True. Caption: the clip name.
     """
-    import imageio.v3 as iio
-
     files = sorted(Path(cameras_dir).glob("*.txt"))
     if not files:
         raise ValueError(f"cameras_dir: no *.txt camera files under {str(cameras_dir)!r}")
-    for i, cam_file in enumerate(files):
-        stamps, norm_k, w2c = read_realestate10k_cameras(cam_file)
-        folder = Path(frames_dir) / cam_file.stem
-        images = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        by_stamp = {p.stem: p for p in images}
-        if all(str(s) in by_stamp for s in stamps):
-            images = [by_stamp[str(s)] for s in stamps]
-        elif len(images) != len(stamps):
-            raise ValueError(f"frames_dir: {str(folder)!r} has {len(images)} images for {len(stamps)} cameras")
-        if max_frames is not None:
-            images, norm_k, w2c = images[:max_frames], norm_k[:max_frames], w2c[:max_frames]
-        frames = np.stack([np.asarray(iio.imread(p))[..., :3] for p in images])
-        n, h, w = frames.shape[:3]
-        intrinsics, c2w = geometry.from_realestate10k(w2c, norm_k, (h, w), name=f"{cam_file.name}: w2c")
-        clip = validate_clip({"frames": frames, "depths": np.zeros((n, h, w), np.float32),
-                              "intrinsics": intrinsics, "poses_c2w": c2w, "caption": cam_file.stem},
-                             source=str(cam_file))
-        yield i, resize_clip(clip, height, width)
+    return ClipSource(tuple(files), functools.partial(_realestate10k_clip, frames_dir=Path(frames_dir),
+                                                      height=height, width=width, max_frames=max_frames))
+
+
+def _realestate10k_clip(cam_file: Path, frames_dir: Path, height: int, width: int, max_frames: int | None) -> dict:
+    import imageio.v3 as iio
+
+    stamps, norm_k, w2c = read_realestate10k_cameras(cam_file)
+    folder = frames_dir / cam_file.stem
+    images = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    by_stamp = {p.stem: p for p in images}
+    if all(str(s) in by_stamp for s in stamps):
+        images = [by_stamp[str(s)] for s in stamps]
+    elif len(images) != len(stamps):
+        raise ValueError(f"frames_dir: {str(folder)!r} has {len(images)} images for {len(stamps)} cameras")
+    if max_frames is not None:
+        images, norm_k, w2c = images[:max_frames], norm_k[:max_frames], w2c[:max_frames]
+    frames = np.stack([np.asarray(iio.imread(p))[..., :3] for p in images])
+    n, h, w = frames.shape[:3]
+    intrinsics, c2w = geometry.from_realestate10k(w2c, norm_k, (h, w), name=f"{cam_file.name}: w2c")
+    clip = validate_clip({"frames": frames, "depths": np.zeros((n, h, w), np.float32),
+                          "intrinsics": intrinsics, "poses_c2w": c2w, "caption": cam_file.stem},
+                         source=str(cam_file))
+    return resize_clip(clip, height, width)

@@ -3,6 +3,8 @@
 ``build(config, data_dir)`` prepares the dataset once (a later call with the same config reuses it; processes
 building the same dataset at once take turns, and all but the first reuse its result);
 ``data_source(config, data_dir, split)`` returns a random-access source of clip dicts for Grain.
+``build(..., beam_runner="DirectRunner")`` (or ``beam_options="--runner=DataflowRunner ..."``) builds with Apache
+Beam instead: the same records, made by the runner's workers (the optional ``beam`` extra).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +61,38 @@ def _without_tfds_announcements(b: pcb.Builder) -> None:
     b._log_download_bytes = b._log_download_done = lambda: None  # noqa: SLF001  (TFDS has no switch for them)
 
 
-def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None, progress=None) -> Path:
+def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None, progress=None,
+          beam_runner: str | None = None, beam_options: str = "") -> Path:
     """Prepares the dataset (no-op when already there); returns its folder. ``progress`` wraps clip iterators
     (our progress bar: TFDS's own bars are silenced meanwhile).
+
+    With ``beam_runner`` (a Beam runner name) or ``beam_options`` (Beam pipeline options as on a command line,
+    ``--runner`` included) the clips are made and written by an Apache Beam pipeline; ``data_dir`` must then be
+    writable by its workers (``gs://...`` on Dataflow).
 
     Safe to call from several processes at once on a local or POSIX-shared ``data_dir``: an exclusive ``flock``
     on ``<data_dir>/pose_clips/<name>.lock`` serialises them, and the builder is made inside it, so a process
     that waited finds the dataset prepared and reuses it (TFDS alone races on the rename of its temporary
     folder: ``FileExistsError``). Object-store URLs (``gs://...``) are not locked.
     """
+    download_config = _beam_download_config(beam_runner, beam_options) if beam_runner or beam_options else None
     with _build_lock(data_dir or DEFAULT_DATA_DIR, config.name), _tfds_progress_bars(False):
         b = builder(config, data_dir)
         b.progress = progress
+        b.beam = download_config is not None
         _without_tfds_announcements(b)
-        b.download_and_prepare()
+        b.download_and_prepare(download_config=download_config)
         return Path(b.data_dir)
+
+
+def _beam_download_config(runner: str | None, options: str) -> tfds.download.DownloadConfig:
+    """TFDS's settings for a Beam build on ``runner`` with pipeline ``options`` (a command-line string)."""
+    try:
+        import apache_beam as beam  # noqa: PLC0415  (optional extra)
+    except ImportError as err:
+        raise ValueError('beam_runner/beam_options: Apache Beam is not installed; pip install -e ".[beam]"') from err
+    return tfds.download.DownloadConfig(
+        beam_runner=runner, beam_options=beam.options.pipeline_options.PipelineOptions(shlex.split(options)))
 
 
 @contextlib.contextmanager

@@ -4,11 +4,16 @@ Only ``Tensor`` (ZLIB-encoded) and ``Text`` features are used: ``Video``/``Image
 A :class:`PoseClipsConfig` fixes the source and the frame size; its ``name`` encodes every parameter and, for
 the ``npz`` and ``re10k`` sources, a fingerprint of the input files (``sources.input_fingerprint``), so a
 different configuration or changed inputs make a different dataset folder (``<data_dir>/pose_clips/<name>/<version>``).
+
+The same builder runs on Apache Beam (the optional ``beam`` extra): with ``Builder.beam`` set, each split is a
+Beam transform making one clip per element, which TFDS runs on the runner of its ``DownloadConfig``
+(``tfds_io.build(..., beam_runner=...)``) and writes as the same records as the plain build.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,8 +92,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [make_config("procedural")]
-    # Set by the CLI to wrap each split's clip iterator (a tqdm progress bar); identity otherwise.
+    # Set by the CLI to wrap each split's example iterator (a tqdm progress bar); identity otherwise.
     progress: Callable[[Iterator, int | None, str], Iterator] | None = None
+    # Set by tfds_io.build for a Beam build: splits are Beam transforms (progress is then Beam's to report).
+    beam: bool = False
 
     def _info(self) -> tfds.core.DatasetInfo:
         h, w = self.builder_config.height, self.builder_config.width
@@ -109,30 +116,40 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         c = self.builder_config
         if c.source == "procedural":
-            return {
-                "train": self._generate_examples(sources.procedural_clips(
-                    c.num_clips, c.num_frames, c.height, c.width, c.trajectories, c.dynamic_objects, c.seed),
-                    c.num_clips, "train"),
-                "test": self._generate_examples(sources.procedural_clips(
-                    c.num_test_clips, c.num_frames, c.height, c.width, c.trajectories, c.dynamic_objects,
-                    c.seed + sources.TEST_SEED_OFFSET), c.num_test_clips, "test"),
+            splits = {
+                "train": sources.procedural_clips(c.num_clips, c.num_frames, c.height, c.width, c.trajectories,
+                                                  c.dynamic_objects, c.seed),
+                "test": sources.procedural_clips(c.num_test_clips, c.num_frames, c.height, c.width, c.trajectories,
+                                                 c.dynamic_objects, c.seed + sources.TEST_SEED_OFFSET),
             }
-        if c.source == "npz":
-            clips = sources.npz_folder_clips(c.input_dir, c.height, c.width)
+        elif c.source == "npz":
+            splits = {"train": sources.npz_folder_clips(c.input_dir, c.height, c.width)}
         else:
-            clips = sources.realestate10k_clips(c.cameras_dir, c.frames_dir, c.height, c.width, c.num_frames)
-        return {"train": self._generate_examples(clips, None, "train")}
+            splits = {"train": sources.realestate10k_clips(c.cameras_dir, c.frames_dir, c.height, c.width,
+                                                           c.num_frames)}
+        return {split: self._generate_examples(clips, split) for split, clips in splits.items()}
 
-    def _generate_examples(self, clips: Iterator[tuple[int, dict]], total: int | None, split: str):
-        if self.progress is not None:
-            clips = self.progress(clips, total, split)
-        for clip_id, clip in clips:
-            yield clip_id, {
-                "clip_id": clip_id,
-                "frames": clip["frames"],
-                "depths": clip["depths"].astype(np.float32),
-                "intrinsics": clip["intrinsics"].astype(np.float32),
-                "poses_c2w": clip["poses_c2w"].astype(np.float32),
-                "masks": clip["masks"].astype(bool),
-                "caption": clip["caption"],
-            }
+    def _generate_examples(self, clips: sources.ClipSource, split: str):
+        """The split's ``(clip_id, record)`` pairs: a generator, or with ``beam`` a Beam transform over the clip ids
+        (TFDS tells the two apart by type), both made by :func:`clip_example`."""
+        make = functools.partial(clip_example, clips)
+        if self.beam:
+            import apache_beam as beam  # noqa: PLC0415  (optional extra: only Beam builds need it)
+
+            return "Clip ids" >> beam.Create(range(len(clips))) | "Make clips" >> beam.Map(make)
+        examples = map(make, range(len(clips)))
+        return examples if self.progress is None else self.progress(examples, len(clips), split)
+
+
+def clip_example(clips: sources.ClipSource, clip_id: int) -> tuple[int, dict]:
+    """Clip ``clip_id`` of ``clips`` as a TFDS ``(key, features)`` pair (module-level: Beam pickles it)."""
+    clip = clips.clip(clip_id)
+    return clip_id, {
+        "clip_id": clip_id,
+        "frames": clip["frames"],
+        "depths": clip["depths"].astype(np.float32),
+        "intrinsics": clip["intrinsics"].astype(np.float32),
+        "poses_c2w": clip["poses_c2w"].astype(np.float32),
+        "masks": clip["masks"].astype(bool),
+        "caption": clip["caption"],
+    }
