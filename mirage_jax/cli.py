@@ -14,6 +14,8 @@ COMMANDS: Mapping[str, tuple[str, str]] = {
     "train": ("mirage_jax.train.cli", "train the DiT/VACE/LoRA with flow matching"),
     "generate": ("mirage_jax.world.generate_cli", "generate a world video along a camera path"),
     "eval": ("mirage_jax.world.eval_cli", "revisit-consistency evaluation: latent memory vs none vs RGB cache"),
+    "explore": ("mirage_jax.world.explore.cli",
+                "a local web page: drive the camera with the keyboard, see each chunk and the memory's map"),
     "convert": ("mirage_jax.convert.cli", "convert PyTorch/diffusers checkpoints (safetensors) to Orbax"),
     "export": ("mirage_jax.checkpoints.export_cli",
                "write a trained model as the official Mirage VACE/LoRA and Wan2.2 DiT safetensors"),

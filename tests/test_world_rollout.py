@@ -158,3 +158,28 @@ def test_generator_steps_keep_arrays_on_the_device(config, clip, oracle_runs):
                          "frames": frames, "run.latents": run.latents, "run.scenes": run.scenes, "run.hits": run.hits}
             on_host = [name for name, value in exchanged.items() if not isinstance(value, jax.Array)]
             assert not on_host, f"{cache} cache, chunk {chunk.index}: {on_host} left the device"
+
+
+def test_on_chunk_sees_the_memory_after_each_chunk(config, clip, oracle_runs):
+    """``on_chunk`` gets each chunk's metadata and the cache state after its write-back: the copied states grow
+    chunk by chunk, the last equals the rollout's final cache, and the video is the one without the hook."""
+    import jax
+
+    from mirage_jax import memory
+
+    seen = []
+    result = rollout(config, oracle_model(config.latent.channels), clip, FRAMES, cache="latent", progress=False,
+                     on_chunk=lambda meta, state: seen.append((meta, jax.device_get(state))))
+    assert [meta["chunk"] for meta, _ in seen] == [0, 1, 2]
+    counts = [memory.num_points(state) for _, state in seen]
+    assert counts == [meta["cache_points"] for meta, _ in seen] and counts[0] < counts[-1]
+    np.testing.assert_array_equal(seen[-1][1].points, np.asarray(result.cache.points))
+    np.testing.assert_array_equal(result.video, oracle_runs["latent"].video)
+
+
+def test_bars_name_the_variant():
+    from mirage_jax.world.progress import variant_label
+
+    assert variant_label("latent", "geometry") == "latent"
+    assert variant_label("latent", "head") == "latent+head"
+    assert variant_label("rgb", lambda *a: None) == "rgb+callable"

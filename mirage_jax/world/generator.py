@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ from mirage_jax.world.caches import CACHES, Views, make_cache
 from mirage_jax.world.chunks import Chunk, iteration_plan
 from mirage_jax.world.denoiser import denoise_chunk, split_model
 from mirage_jax.world.depth import make_depth_source
-from mirage_jax.world.progress import chunk_bar, step_progress
+from mirage_jax.world.progress import chunk_bar, step_progress, variant_label
 from mirage_jax.world.references import REFERENCE_RULES, FrozenReferences
 from mirage_jax.world.video import to_uint8
 
@@ -131,6 +132,7 @@ class Rollout:
 
     plan: list[Chunk]
     cache_kind: str
+    label: str  # the variant's name in progress bars (progress.variant_label)
     seed: int
     prompt: str
     hw: tuple[int, int]
@@ -209,7 +211,7 @@ class WorldGenerator:
 
     def generate(self, clip: dict, num_frames: int, *, cache: str = "latent", depth_source="geometry",
                  prompt: str | None = None, seed: int | None = None, start: int = 0,
-                 progress: bool = True) -> RolloutResult:
+                 progress: bool = True, on_chunk: Callable[[dict, object], None] | None = None) -> RolloutResult:
         """Generates ``num_frames`` (4N+1) frames along ``clip``'s cameras from its frame ``start``.
 
         Args:
@@ -219,22 +221,36 @@ class WorldGenerator:
           cache: ``"latent"`` (latent spatial memory), ``"rgb"`` (coloured point cache), ``"none"``.
           depth_source: ``"geometry"``, ``"head"`` (the generator's ``depth_head``) or a callable (``depth.py``).
           prompt: text prompt (default: the clip's caption); seed: noise seed (default ``config.sample.seed``).
+          on_chunk: called after each chunk as ``on_chunk(chunk_metadata, cache_state)``: the chunk's entry of
+            ``RolloutResult.chunks`` and the cache's state after its write-back (a ``LatentMemory``; None without
+            a cache), e.g. to draw the memory chunk by chunk. The next write updates the state in place, so
+            copy what you keep (``jax.device_get``).
         """
         plan = check_inputs(self.config, clip, num_frames, start=start, cache=cache, depth_source=depth_source,
                             depth_head=self.depth_head)
         run = self.start(clip, plan, cache, depth_source, prompt, seed, start)
         steps_bar = step_progress(int(self.config.sample.steps)) if progress else None
-        for chunk in chunk_bar(plan, progress):
-            t0 = time.perf_counter()
-            views, scene, hit, read_s = self.read_scene(run, chunk)
-            context = self.gather_context(run, chunk, views, scene, hit)
-            latents, denoise_s = self.denoise(run, chunk, context, steps_bar)
-            frames, decode_s = self.decode(latents)
-            write_s = self.write_back(run, chunk, latents, frames, scene, hit)
-            timings = {"cache_read": read_s, "denoise": denoise_s, "decode": decode_s, "write": write_s,
-                       "total": time.perf_counter() - t0}
-            self.record(run, chunk, context, frames, hit, timings)
+        for chunk in chunk_bar(plan, progress, desc=f"{run.label}: chunks"):
+            self.run_chunk(run, chunk, steps_bar)
+            if on_chunk is not None:
+                on_chunk(run.chunks[-1], run.cache.state)
         return self.finish(run, num_frames, depth_source, start)
+
+    def run_chunk(self, run: Rollout, chunk: Chunk, steps_bar=None) -> None:
+        """The five steps of one chunk of ``run.plan``, after the chunks before it: its frames go to
+        ``run.video`` and ``run.chunk_videos``, its metadata to ``run.chunks``. A caller that grows the camera
+        path as it goes (``world.explore``) starts a rollout over the longest path it allows and sets the
+        chunk's ``run.poses`` before running it. ``steps_bar``: ``start(desc)``, ``on_step(step)`` and
+        ``close()`` around the sampler's steps (``progress.StepProgress``), or None."""
+        t0 = time.perf_counter()
+        views, scene, hit, read_s = self.read_scene(run, chunk)
+        context = self.gather_context(run, chunk, views, scene, hit)
+        latents, denoise_s = self.denoise(run, chunk, context, steps_bar)
+        frames, decode_s = self.decode(latents)
+        write_s = self.write_back(run, chunk, latents, frames, scene, hit)
+        timings = {"cache_read": read_s, "denoise": denoise_s, "decode": decode_s, "write": write_s,
+                   "total": time.perf_counter() - t0}
+        self.record(run, chunk, context, frames, hit, timings)
 
     def start(self, clip: dict, plan: list[Chunk], cache: str, depth_source, prompt, seed, start: int) -> Rollout:
         """The per-rollout context: cameras, prompt embeddings, and the cache holding the input frame."""
@@ -251,7 +267,8 @@ class WorldGenerator:
         if config.memory.reference_rule == "frozen" and cache != "none":
             frozen = FrozenReferences(total, 1 + len(plan), write_frames, lat_hw, config.memory.depth_downsample)
         run = Rollout(
-            plan=plan, cache_kind=cache, seed=seed, prompt=prompt, hw=hw, lat_hw=lat_hw, k_pix=k_pix,
+            plan=plan, cache_kind=cache, label=variant_label(cache, depth_source), seed=seed, prompt=prompt, hw=hw,
+            lat_hw=lat_hw, k_pix=k_pix,
             k_lat=np.asarray(geometry.scale_intrinsics(k_pix, hw, lat_hw), np.float32), poses=poses,
             history_pose=np.minimum(start + FRAMES_PER_LATENT * np.arange(total), len(poses) - 1),
             depth=make_depth_source(depth_source, clip, self.depth_head), key=jax.random.key(seed),
@@ -303,7 +320,7 @@ class WorldGenerator:
         shape = (1, chunk.num_latents, *run.lat_hw, self.space.channels)
         noise = jax.random.normal(jax.random.fold_in(run.key, chunk.index), shape, jnp.float32)
         if steps_bar is not None:
-            steps_bar.start(f"{run.cache_kind} cache: chunk {chunk.index} denoising")
+            steps_bar.start(f"{run.label}: chunk {chunk.index} denoising")
         inputs = (noise, run.latents[chunk.latent_start][None], context.references, context.preceding,
                   context.control, context.frame_mask, run.context, run.null_context)
         with contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh):

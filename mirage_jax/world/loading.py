@@ -16,8 +16,9 @@ from mirage_jax.config import accept_config_overrides
 RANDOM = "random"
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--checkpoint``, ``--step``, ``--out`` and ``--config.a.b=value`` overrides."""
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--checkpoint``, ``--step``, ``--depth-source``, ``--seed`` and ``--config.a.b=value``
+    overrides: what every command that generates needs to load its model (``load_config_and_check``)."""
     parser.add_argument("--config", default=None,
                         help="config file (configs/tiny.py) or name (tiny) on top of the checkpoint's own config; "
                              "required with --checkpoint random")
@@ -25,12 +26,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training workdir, `mirage-jax convert dit` folder or `mirage-jax export` folder "
                              "('random' = a randomly initialised model)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step of a training run (default: latest)")
-    parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--depth-source", default=None, choices=("geometry", "head"),
                         help="write-back depth (default config.sample.depth_source)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (default config.sample.seed)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     accept_config_overrides(parser)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model arguments (``add_model_arguments``), ``--out`` and ``--quiet``: generate and eval."""
+    add_model_arguments(parser)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def load_config_and_check(args):

@@ -11,6 +11,14 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 
+def variant_label(cache: str, depth_source) -> str:
+    """The name a rollout's bars carry: its cache, plus the write-back depth when it is not the geometry's
+    (``"latent"``, ``"latent+head"``, ``"rgb+callable"``), so the bars of several rollouts tell them apart."""
+    if depth_source == "geometry":
+        return cache
+    return f"{cache}+{depth_source if isinstance(depth_source, str) else 'callable'}"
+
+
 def chunk_bar(items: Iterable, enabled: bool, desc: str = "chunks"):
     """Iterates ``items`` with a chunk-level bar (a plain iterator when disabled)."""
     return tqdm(items, desc=desc, unit="chunk", leave=True, disable=None) if enabled else items

@@ -1,4 +1,5 @@
-"""Writing videos and images: mp4 through imageio-ffmpeg (H.264, yuv420p), PNG contact sheets."""
+"""Writing videos and images: mp4 through imageio-ffmpeg (H.264, yuv420p), PNG contact sheets (plain or with
+row and column labels, tiles enlarged to a readable size)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,38 @@ def contact_sheet(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
         for j, tile in enumerate(row):
             sheet[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = tile
     return sheet
+
+
+def enlarge(image, min_width: int) -> np.ndarray:
+    """``image [H, W, 3]`` as uint8, enlarged by the smallest integer factor that makes it at least ``min_width``
+    pixels wide, by nearest neighbour (each pixel a sharp square: a 56-pixel frame stays honest, not smoothed)."""
+    image = to_uint8(image)
+    factor = max(1, -(-min_width // image.shape[1]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def labelled_sheet(rows: list[list[np.ndarray]], row_labels: list[str], col_labels: list[str], *,
+                   min_width: int = 256, gap: int = 4, font_size: int = 18) -> np.ndarray:
+    """A ``contact_sheet`` of ``rows[r][c] [H, W, 3]`` with every tile ``enlarge``d to ``min_width``, each row's
+    label left of it and each column's label above it (drawn with PIL's built-in font); uint8 ``[H', W', 3]``."""
+    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
+
+    if len(row_labels) != len(rows):
+        raise ValueError(f"row_labels: {len(row_labels)} labels for {len(rows)} rows")
+    if len(col_labels) != max(len(r) for r in rows):
+        raise ValueError(f"col_labels: {len(col_labels)} labels for {max(len(r) for r in rows)} columns")
+    tiles = [[enlarge(t, min_width) for t in row] for row in rows]
+    tile_h, tile_w = tiles[0][0].shape[:2]
+    grid = contact_sheet(tiles, gap)
+    font = ImageFont.load_default(font_size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = max(measure.textbbox((0, 0), label, font=font)[2] for label in row_labels) + 3 * gap
+    top = font_size + 3 * gap
+    canvas = Image.new("RGB", (left + grid.shape[1], top + grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for i, label in enumerate(row_labels):
+        draw.text((gap, top + i * (tile_h + gap) + tile_h // 2), label, fill="black", font=font, anchor="lm")
+    for j, label in enumerate(col_labels):
+        draw.text((left + j * (tile_w + gap) + tile_w // 2, top - gap), label, fill="black", font=font, anchor="md")
+    return np.asarray(canvas)
