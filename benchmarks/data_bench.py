@@ -207,7 +207,8 @@ def bench_latent_input(root: Path, quick: bool) -> dict:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from train_bench import measure
 
-        result = measure("configs/tiny_wan.py", [f"--config.data.source={tiny_latents}"], 5, str(root))
+        overrides = [f"--config.data.source={tiny_latents}", "--config.train.stage_steps=()"]  # measure: 'full'
+        result = measure("configs/tiny_wan.py", overrides, 5, str(root))
         tiny_step = {"case": f"training step tiny_wan (B={result['batch_size']})",
                      "examples_per_s": result["examples_per_second"]}
     real = load_config("wan22_ti2v_5b", [f"data.height={REAL_HW[0]}", f"data.width={REAL_HW[1]}",
