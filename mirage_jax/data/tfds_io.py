@@ -28,30 +28,37 @@ DEFAULT_DATA_DIR = Path(os.environ.get("MIRAGE_DATA_DIR", Path.home() / ".cache"
 
 def builder(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None) -> pcb.Builder:
     """The ``pose_clips`` builder for ``config`` writing ArrayRecord under ``data_dir``."""
-    with _without_custom_config_notice():
+    with _without_notice("absl", CUSTOM_CONFIG_NOTICE):
         return pcb.Builder(config=config, data_dir=str(data_dir or DEFAULT_DATA_DIR), file_format="array_record")
 
 
+# TFDS's absl warning "Using custom data configuration: <the whole config>" (~560 characters, at every builder
+# made): every pose_clips config is a custom one by design, so it tells nothing.
 CUSTOM_CONFIG_NOTICE = "Using custom data configuration"
+# Beam's warning at import when its Google Cloud clients are absent: nothing here uses BigQuery.
+BEAM_GCP_NOTICE = "apitools not found"
 
 
-class _DropCustomConfigNotice(logging.Filter):
-    """Drops TFDS's absl warning "Using custom data configuration: <the whole config>" (~560 characters, at
-    every builder made): every ``pose_clips`` config is a custom one by design, so it tells nothing."""
+class _DropNotice(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(CUSTOM_CONFIG_NOTICE)
+        return not str(record.msg).startswith(self.prefix)
 
 
 @contextlib.contextmanager
-def _without_custom_config_notice():
-    """Inside the block, absl's logger (TFDS logs through it) drops only that one warning."""
-    absl_logger, notice_filter = logging.getLogger("absl"), _DropCustomConfigNotice()
-    absl_logger.addFilter(notice_filter)
+def _without_notice(logger_name: str | None, prefix: str):
+    """Inside the block, the logger ``logger_name`` (None: the root logger) drops only that one notice."""
+    logger, notice_filter = logging.getLogger(logger_name), _DropNotice(prefix)
+    logger.addFilter(notice_filter)
     try:
         yield
     finally:
-        absl_logger.removeFilter(notice_filter)
+        logger.removeFilter(notice_filter)
 
 
 def _without_tfds_announcements(b: pcb.Builder) -> None:
@@ -88,7 +95,8 @@ def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None
 def _beam_download_config(runner: str | None, options: str) -> tfds.download.DownloadConfig:
     """TFDS's settings for a Beam build on ``runner`` with pipeline ``options`` (a command-line string)."""
     try:
-        import apache_beam as beam  # noqa: PLC0415  (optional extra)
+        with _without_notice(None, BEAM_GCP_NOTICE):
+            import apache_beam as beam  # noqa: PLC0415  (optional extra)
     except ImportError as err:
         raise ValueError('beam_runner/beam_options: Apache Beam is not installed; pip install -e ".[beam]"') from err
     return tfds.download.DownloadConfig(
