@@ -274,6 +274,36 @@ def test_the_command_checks_its_inputs_and_serves_the_explorer(monkeypatch, caps
     assert "explore needs Flask" in err and "install it with pip install -e '.[explore]'" in err
 
 
+def test_on_loopback_only_loopback_host_names_are_answered(explorer):
+    """DNS rebinding: a page elsewhere that points its own name at 127.0.0.1 sends that name as Host: refused
+    (403, JSON) while the loopback names work; bound for other machines, any Host is answered."""
+    from mirage_jax.world.explore.server import allowed_hosts
+
+    client = create_app(explorer, allowed_hosts("127.0.0.1")).test_client()
+    refused = client.get("/", headers={"Host": "rebind.example:8765"})
+    assert refused.status_code == 403 and "'rebind.example'" in refused.json["error"]
+    assert client.post("/api/session", headers={"Host": "rebind.example"}).status_code == 403
+    for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765", "localhost"):
+        assert client.get("/", headers={"Host": host}).status_code == 200, host
+    assert allowed_hosts("0.0.0.0") is None
+    assert create_app(explorer, None).test_client().get("/", headers={"Host": "a.example"}).status_code == 200
+
+
+def test_a_port_in_use_is_reported_before_the_model_loads(monkeypatch, capsys):
+    import socket
+
+    from mirage_jax.cli import main
+    from mirage_jax.world import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        argv = ["explore", "--checkpoint", "random", "--config", "tiny", "--port", str(port)]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--host/--port: cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+
+
 # ---- a real browser --------------------------------------------------------------------------------------
 
 

@@ -130,7 +130,10 @@ def test_generate_command_bad_inputs(tmp_path, capsys, argv, message):
 
 
 @pytest.mark.parametrize("flags, message", [(["--variants", "latent,voxel"], "variants: unknown ['voxel']"),
-                                            (["--long-chunks", "-1"], "--long-chunks: expected a chunk count >= 0")])
+                                            (["--long-chunks", "-1"], "--long-chunks: expected a chunk count >= 0"),
+                                            (["--reprojection-gap", "0"], "--reprojection-gap: expected 1 <= gap"),
+                                            (["--frames", "9", "--reprojection-gap", "9"],
+                                             "--reprojection-gap: expected 1 <= gap < num_frames=9, got 9")])
 def test_eval_command_rejects_bad_options(tmp_path, capsys, flags, message):
     argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), *flags]
     assert cli_main(["eval", *argv]) == 2
@@ -140,17 +143,18 @@ def test_eval_command_rejects_bad_options(tmp_path, capsys, flags, message):
 def test_eval_command_runs(tmp_path, oracle_loader, capsys):
     argv = ["--config", "tiny", "--checkpoint", "random", "--out", str(tmp_path), "--variants", "latent,none",
             "--trajectories", "loop", "--frames", str(FRAMES), "--quiet", "--no-videos", "--long-chunks", "2",
-            *OVERRIDES]
+            "--reprojection-gap", "8", *OVERRIDES]
     assert eval_cli.run(_args(eval_cli, argv)) == 0
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert set(saved) == {"latent", "none"} and len(saved["latent"]["drift_psnr"]) == 2
+    assert any("frame i+8" in note for note in saved["latent"]["notes"])  # the gap reached the protocol
     assert "latent" in capsys.readouterr().out
 
 
 def test_namespace_defaults():
     args = _args(eval_cli, ["--config", "tiny", "--checkpoint", "random", "--out", "x"])
     assert args.variants == ("latent", "none", "rgb") and args.trajectories == ("revisit", "loop")
-    assert args.long_chunks == 0
+    assert args.long_chunks == 0 and args.reprojection_gap == 4
 
 
 @pytest.mark.parametrize("tiled", [True, False])

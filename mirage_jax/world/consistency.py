@@ -34,10 +34,11 @@ def closed_loop(video) -> dict:
             "closed_loop_ssim": float(ssim(video[-1], video[0]))}
 
 
-def gap_pairs(num_frames: int, gap: int = REPROJECTION_GAP) -> np.ndarray:
-    """``[P, 2]`` frame pairs ``(i, i + gap)`` for every ``i`` with ``i + gap < num_frames``."""
+def gap_pairs(num_frames: int, gap: int = REPROJECTION_GAP, name: str = "reprojection_gap") -> np.ndarray:
+    """``[P, 2]`` frame pairs ``(i, i + gap)`` for every ``i`` with ``i + gap < num_frames``; a gap out of range
+    is a ``ValueError`` naming ``name``."""
     if not 1 <= gap < num_frames:
-        raise ValueError(f"reprojection_gap: expected 1 <= gap < num_frames={num_frames}, got {gap}")
+        raise ValueError(f"{name}: expected 1 <= gap < num_frames={num_frames}, got {gap}")
     first = np.arange(num_frames - gap)
     return np.stack([first, first + gap], -1)
 

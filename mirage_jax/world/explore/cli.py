@@ -33,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     try:
-        from mirage_jax.world.explore.server import create_app, serve  # noqa: PLC0415 (needs Flask)
+        from mirage_jax.world.explore.server import (  # noqa: PLC0415 (needs Flask)
+            allowed_hosts,
+            check_can_listen,
+            create_app,
+            serve,
+        )
     except ImportError as err:
         raise ValueError(f"explore needs Flask, which is not installed ({err}); install it with {INSTALL_HINT}") \
             from None
@@ -45,6 +50,7 @@ def run(args) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port: expected an int in [0, 65535], got {args.port}")
     config, depth_source, source = load_config_and_check(args)
+    check_can_listen(args.host, args.port)  # before the model is loaded
     if args.geometry:
         scene = geometry_scene(args.geometry, args.start)
     else:
@@ -54,7 +60,7 @@ def run(args) -> int:
     model, head = load_model(config, source, depth_source, mesh)
     explorer = Explorer(WorldGenerator(config, model, depth_head=head, mesh=mesh), scene, depth_source=depth_source,
                         seed=args.seed, max_chunks=args.max_chunks)
-    server = serve(create_app(explorer), args.host, args.port)
+    server = serve(create_app(explorer, allowed_hosts(args.host)), args.host, args.port)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request: the page polls twice a second
     print(f"explore: open http://{args.host}:{server.server_port}/ (Ctrl-C stops)", flush=True)
     try:

@@ -12,15 +12,18 @@
 =====================================  ==============================================================
 
 Every error is JSON ``{"error": message}`` with its status: 400 for a malformed request (bad JSON, unknown
-action, a count out of range), 404 for a frame not generated yet or an unknown route, 409 for a session that is
-not the active one (or a second one), 413 for a body over ``MAX_BODY_BYTES``, 500 for anything else; the
-server keeps running.
+action, a count out of range), 403 for a ``Host`` header the server does not answer to, 404 for a frame not
+generated yet or an unknown route, 409 for a session that is not the active one (or a second one), 413 for a
+body over ``MAX_BODY_BYTES``, 500 for anything else; the server keeps running. Bound to a loopback address, the
+server answers only requests addressed to a loopback name (``allowed_hosts``): a web page elsewhere cannot
+reach it by pointing a DNS name at 127.0.0.1 (DNS rebinding).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
@@ -31,6 +34,20 @@ from mirage_jax.world.explore.session import Explorer, NotReady, SessionConflict
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_BODY_BYTES = 4096
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def allowed_hosts(bind_host: str) -> frozenset[str] | None:
+    """The ``Host`` names a server bound to ``bind_host`` answers: the loopback names for a loopback address,
+    any (None) when it was bound to be reached from elsewhere."""
+    return LOOPBACK_HOSTS if bind_host in LOOPBACK_HOSTS else None
+
+
+def _host_name(host_header: str) -> str:
+    """``"127.0.0.1:8765"`` → ``"127.0.0.1"``, ``"[::1]:8765"`` → ``"::1"``."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 def _body() -> dict:
@@ -44,13 +61,21 @@ def _body() -> dict:
     return body
 
 
-def create_app(explorer: Explorer) -> Flask:
-    """The Flask app serving ``explorer`` (see the module docstring)."""
+def create_app(explorer: Explorer, hosts: frozenset[str] | None = None) -> Flask:
+    """The Flask app serving ``explorer`` (see the module docstring); ``hosts``: the ``Host`` names it answers
+    (None: any)."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     def error(message: str, status: int):
         return jsonify(error=message), status
+
+    @app.before_request
+    def check_host():
+        name = _host_name(request.host)
+        if hosts is not None and name not in hosts:
+            return error(f"Host {name!r}: this explorer answers only {sorted(hosts)} (it listens on loopback)", 403)
+        return None
 
     @app.errorhandler(ValueError)
     def bad_request(err):
@@ -112,6 +137,17 @@ def create_app(explorer: Explorer) -> Flask:
                         headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """``ValueError`` when nothing can listen on ``host:port`` (in use, or not this machine's address): checked
+    before the model loads, so a taken port is reported at once."""
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as err:
+        raise ValueError(f"--host/--port: cannot listen on {host}:{port} ({err.strerror}); pick another --port") \
+            from None
 
 
 def serve(app: Flask, host: str, port: int):
