@@ -10,6 +10,7 @@ RUNTIME = [
     "grain>=0.2.18",
     "tensorflow-datasets>=4.9.10",
     "array-record>=0.8.6",
+    "etils[epath]",  # paths that keep gs:// (tfds brings it; mirage_jax.data.tfds_io uses it directly)
     # tfds 4.9.10 imports it when *building* a dataset but only declares it for Python < 3.9.
     "importlib_resources",
     "ml-collections>=1.1.0",

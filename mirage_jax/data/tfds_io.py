@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from mirage_jax.data.npz import error_reason
@@ -69,7 +70,7 @@ def _without_tfds_announcements(b: pcb.Builder) -> None:
 
 
 def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None, progress=None,
-          beam_runner: str | None = None, beam_options: str = "") -> Path:
+          beam_runner: str | None = None, beam_options: str = "") -> epath.Path:
     """Prepares the dataset (no-op when already there); returns its folder. ``progress`` wraps clip iterators
     (our progress bar: TFDS's own bars are silenced meanwhile).
 
@@ -89,7 +90,7 @@ def build(config: pcb.PoseClipsConfig, data_dir: str | os.PathLike | None = None
         b.beam = download_config is not None
         _without_tfds_announcements(b)
         b.download_and_prepare(download_config=download_config)
-        return Path(b.data_dir)
+        return epath.Path(b.data_dir)  # keeps a gs:// folder's scheme (pathlib would make it gs:/)
 
 
 def _beam_download_config(runner: str | None, options: str) -> tfds.download.DownloadConfig:
