@@ -75,6 +75,13 @@ def bench_pipeline(num_batches: int, data_dir: str, num_clips: int) -> dict:
     source = pipeline.clip_source(config)
     build_s = time.perf_counter() - t
     it = pipeline.make_train_iterator(config, make_latent_space(config), make_text_encoder(config), source=source)
+    bs = config.train.batch_size
+    return {"case": f"pipeline tiny (B={bs}, {config.data.height}x{config.data.width})", "dataset_build_s": build_s,
+            **_draw_batches(it, num_batches, bs)}
+
+
+def _draw_batches(it, num_batches: int, batch_size: int) -> dict:
+    """The first batch's seconds (compilation), then the steady rate over ``num_batches`` more; closes ``it``."""
     t = time.perf_counter()
     next(it)
     first = time.perf_counter() - t
@@ -83,10 +90,8 @@ def bench_pipeline(num_batches: int, data_dir: str, num_clips: int) -> dict:
         next(it)
     elapsed, cpu = time.perf_counter() - t, time.process_time() - c
     it.close()
-    bs = config.train.batch_size
-    return {"case": f"pipeline tiny (B={bs}, {config.data.height}x{config.data.width})", "dataset_build_s": build_s,
-            "first_batch_s": first, "batch_s": elapsed / num_batches, "examples_per_s": bs * num_batches / elapsed,
-            "examples_per_cpu_s": bs * num_batches / cpu}
+    return {"first_batch_s": first, "batch_s": elapsed / num_batches,
+            "examples_per_s": batch_size * num_batches / elapsed, "examples_per_cpu_s": batch_size * num_batches / cpu}
 
 
 def bench_training_step(data_dir: str, window: int) -> dict:
@@ -164,18 +169,8 @@ def bench_latent_pipeline(config, name: str, num_batches: int) -> dict:
     from mirage_jax.data import pipeline
 
     it = pipeline.make_train_iterator(config, None, None, num_threads=2)
-    t = time.perf_counter()
-    next(it)
-    first = time.perf_counter() - t
-    t, c = time.perf_counter(), time.process_time()
-    for _ in range(num_batches):
-        next(it)
-    elapsed, cpu = time.perf_counter() - t, time.process_time() - c
-    it.close()
     bs = config.train.batch_size
-    return {"case": f"latent pipeline {name} (B={bs}, 2 threads)", "first_batch_s": first,
-            "batch_s": elapsed / num_batches, "examples_per_s": bs * num_batches / elapsed,
-            "examples_per_cpu_s": bs * num_batches / cpu}
+    return {"case": f"latent pipeline {name} (B={bs}, 2 threads)", **_draw_batches(it, num_batches, bs)}
 
 
 def real_step_estimate(config) -> dict:

@@ -115,12 +115,13 @@ def encode_dataset(config, source: str | os.PathLike, out: str | os.PathLike, *,
         total = sum(len(_shard_clips(s, n, clips_per_shard)) for _, s, n in plan)
         done = sum(len(_shard_clips(s, n, clips_per_shard)) for split, s, n in plan
                    if _shard_done(out, split, s, _num_shards(n, clips_per_shard)))
-        bar = clip_progress(_progress_ticks(total - done), total, "encoded", done_before=done) if progress else None
+        bar = clip_progress(range(total - done), total, "encoded", done_before=done) if progress else None
+        clips = {split: folder_source(source, split) for split in splits}  # opened once, not per shard
         for split, shard, n in plan:
             num_shards = _num_shards(n, clips_per_shard)
             if not _shard_done(out, split, shard, num_shards):
                 _encode_shard(out, split, shard, num_shards, _shard_clips(shard, n, clips_per_shard),
-                              folder_source(source, split), encoder, spec, serialize, job, skip_bad_clips, bar)
+                              clips[split], encoder, spec, serialize, job, skip_bad_clips, bar)
         if bar is not None:
             for _ in bar:  # the bar's final line
                 pass
@@ -200,17 +201,13 @@ def _shard_done(out: Path, split: str, shard: int, num_shards: int) -> bool:
     return (out / f"{name}.json").is_file() and (out / name).is_file()
 
 
-def _progress_ticks(count: int):
-    yield from range(count)
-
-
 def _encode_shard(out: Path, split: str, shard: int, num_shards: int, clip_positions: range, source, encoder,
                   spec: ExampleSpec, serialize, job: EncodeJob, skip_bad_clips: bool, bar) -> None:
     """Samples, encodes and writes one shard, then its sidecar (both atomically)."""
     from array_record.python.array_record_module import ArrayRecordWriter  # noqa: PLC0415
 
     name = shard_name(split, shard, num_shards)
-    pending, records, skipped, captions = [], [], [], {}
+    pending, records, skipped, captions = [], [], [], set()
     tmp = out / f".{name}.tmp"
     writer = ArrayRecordWriter(str(tmp), "group_size:1")
 
@@ -235,7 +232,7 @@ def _encode_shard(out: Path, split: str, shard: int, num_shards: int, clip_posit
                                  "clips)") from err
             skipped.append({"position": position, "error": str(err)})
             continue
-        captions.setdefault(clip["caption"], None)
+        captions.add(clip["caption"])
         pending.extend((w, window_videos(clip, w), clip["caption"]) for w in windows)
         if len(pending) >= job.batch:
             flush()
@@ -245,9 +242,7 @@ def _encode_shard(out: Path, split: str, shard: int, num_shards: int, clip_posit
     os.replace(tmp, out / name)
     texts = sorted(captions)
     embeddings = encoder.text.encode(texts) if texts else np.zeros((0, 0, 0), np.float32)
-    with open(out / f".{name}.captions.npy.tmp", "wb") as f:
-        np.save(f, np.asarray(embeddings, np.float32), allow_pickle=False)
-    os.replace(out / f".{name}.captions.npy.tmp", out / f"{name}.captions.npy")
+    lds.save_array_atomic(out / f"{name}.captions.npy", np.asarray(embeddings, np.float32))
     lds.write_text_atomic(out / f"{name}.json", json.dumps(
         {"records": len(records), "skipped": skipped, "captions": texts}, indent=1))
 

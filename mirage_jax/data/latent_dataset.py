@@ -136,19 +136,13 @@ class CaptionTable:
 def write_caption_table(folder: Path, captions: list[str], embeddings: np.ndarray) -> None:
     """Writes ``captions.json`` and ``caption_embeddings.npy`` (``embeddings [N, L, D]``) atomically."""
     bits = np.asarray(embeddings, np.float32).astype(ml_dtypes.bfloat16).view(np.uint16)
-    tmp = folder / f".{EMBEDDINGS_FILE}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, bits, allow_pickle=False)
-    os.replace(tmp, folder / EMBEDDINGS_FILE)
+    save_array_atomic(folder / EMBEDDINGS_FILE, bits)
     entries = [{"id": caption_id(c), "caption": c} for c in captions]
     write_text_atomic(folder / CAPTIONS_FILE, json.dumps(entries, indent=1))
 
 
 def write_score_latent(folder: Path, score: np.ndarray) -> None:
-    tmp = folder / f".{SCORE_FILE}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(score, np.float32), allow_pickle=False)
-    os.replace(tmp, folder / SCORE_FILE)
+    save_array_atomic(folder / SCORE_FILE, np.asarray(score, np.float32))
 
 
 def score_latent(folder: str | os.PathLike, num_latents: int) -> np.ndarray:
@@ -160,8 +154,17 @@ def score_latent(folder: str | os.PathLike, num_latents: int) -> np.ndarray:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``path`` through a hidden temporary file and a rename: readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_array_atomic(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (no pickles) through a hidden temporary file and a rename, as ``write_text_atomic``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
     os.replace(tmp, path)
 
 
