@@ -60,7 +60,7 @@ def features(config):
 
     scalar, raw = tfds.features.Encoding.NONE, tfds.features.Encoding.BYTES
 
-    # Latents as raw bytes: bf16 latents barely compress, zlib would dominate the read time, and without an
+    # Latents as raw bytes: bf16 latents barely compress (zlib would cost read time for no space), and without an
     # encoding TFDS stores integers as one varint each (slow to parse). Depths compress (zeros, smooth).
     return tfds.features.FeaturesDict({
         "clip_index": tensor((), np.int64, scalar), "t0": tensor((), np.int64, scalar),
